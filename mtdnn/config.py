@@ -1,0 +1,217 @@
+"""Run settings: typed dataclasses loaded from YAML, validated, overridable with `--set key=value`."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mtdnn.errors import MTDNNError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class ModelSettings:
+    name_or_path: str = DEFAULT_MODEL
+    """Hub id or local directory of a BERT-family encoder (or an mtdnn checkpoint)."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or directory; defaults to `name_or_path`."""
+    from_scratch: bool = False
+    """Build the encoder from its config with random weights instead of loading the weights."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to transformers (`sdpa`, `eager`); None lets transformers choose."""
+
+
+@dataclass
+class DataSettings:
+    glue_dir: str | None = None
+    """Directory in the `download_glue_data.py` layout; None falls back to $GLUE_DIR, then the hub."""
+    max_seq_length: int = 128
+    """Tokens per example after truncation ([CLS] and [SEP] included)."""
+    max_train_samples: int | None = None
+    """Keep the first N training examples of each task (None: all)."""
+    max_eval_samples: int | None = None
+    """Keep the first N dev/test examples of each task (None: all)."""
+    cache_dir: str | None = None
+    """Where tokenised data is cached; None: $MTDNN_CACHE, else $HF_HOME/mtdnn."""
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 8:
+            raise MTDNNError(f"data.max_seq_length must be at least 8, got {self.max_seq_length}.")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 3
+    """Passes over every task's training batches."""
+    max_steps: int | None = None
+    """Stop after this many optimizer updates (overrides `epochs` when set)."""
+    batch_size: int = 32
+    """Examples per mini-batch and per process; each mini-batch holds one task."""
+    eval_batch_size: int = 128
+    """Examples per evaluation batch (sorted by length, no gradients)."""
+    learning_rate: float = 5.0e-5
+    """Peak learning rate after warm-up."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay, not applied to biases and LayerNorm weights."""
+    optimizer: Literal["adamw", "adamax"] = "adamw"
+    """`adamw`, or `adamax` as in the MT-DNN paper."""
+    warmup_ratio: float = 0.1
+    """Fraction of updates spent warming the learning rate up linearly from 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    gradient_accumulation_steps: int = 1
+    """Mini-batches per optimizer update."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Autocast precision, passed to accelerate."""
+    seed: int = 42
+    """Seed for weights of new heads, dropout and the task schedule."""
+    eval_every_steps: int | None = None
+    """Also evaluate every N updates (dev metrics are always computed at each epoch's end)."""
+    log_every_steps: int = 20
+    """Write the running training loss to metrics.jsonl every N updates."""
+    save_best: bool = True
+    """Keep a `best/` checkpoint chosen by the mean dev score over tasks."""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
+            if getattr(self, key) < 1:
+                raise MTDNNError(f"train.{key} must be at least 1, got {getattr(self, key)}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise MTDNNError(f"train.max_steps must be at least 1 (or null), got {self.max_steps}.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.learning_rate <= 0:
+            raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+
+
+@dataclass
+class Config:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    """The shared encoder."""
+    tasks: list[Any] = field(default_factory=lambda: ["cola", "sst2", "mrpc", "stsb", "rte"])
+    """Task names (GLUE or defined here), or mappings `{name: ..., <task fields>}` for own tasks/overrides."""
+    data: DataSettings = field(default_factory=DataSettings)
+    """Where data comes from and how it is tokenised."""
+    train: TrainSettings = field(default_factory=TrainSettings)
+    """Optimisation."""
+    output_dir: str = "runs/mtdnn"
+    """Run directory: metrics.jsonl, config.yaml, checkpoints `last/` and `best/`."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise MTDNNError("config key `tasks` is empty: name at least one task (e.g. `tasks: [sst2]`).")
+        for i, entry in enumerate(self.tasks):
+            if not isinstance(entry, (str, dict)):
+                raise MTDNNError(f"config key `tasks[{i}]` must be a task name or a mapping, got {entry!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field's annotation; builds nested dataclasses; raises on mismatch."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except MTDNNError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            allowed = ", ".join(repr(v) for v in typing.get_args(annotation))
+            raise MTDNNError(f"config key `{key}` must be one of {allowed}; got {value!r}.")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise MTDNNError(f"config key `{key}` must be a mapping, got {value!r}.")
+        return build_dataclass(annotation, value, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise MTDNNError(f"config key `{key}` must be a list, got {value!r}.")
+        return value
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML reads `5e-5` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise MTDNNError(
+            f"config key `{key}` must be of type {_type_name(annotation)}, got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def build_dataclass(cls: type, values: dict, prefix: str = "") -> Any:
+    """Build `cls` from a mapping, naming any unknown key or wrongly typed value."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise MTDNNError(
+            f"unknown config key `{prefix}{unknown[0]}`; the keys allowed here are: {', '.join(names)}."
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def apply_override(values: dict, assignment: str) -> None:
+    """Apply one `--set a.b=value` to a nested mapping; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise MTDNNError(f"--set expects key=value (e.g. train.max_steps=20), got {assignment!r}.")
+    dotted, raw = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise MTDNNError(f"--set {dotted}: `{key}` is not a section of the config.")
+    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply `--set` overrides, validate."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MTDNNError(f"config file {path} does not exist.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise MTDNNError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise MTDNNError(f"config file {path} must hold a mapping of keys, not {type(values).__name__}.")
+    for assignment in overrides or []:
+        apply_override(values, assignment)
+    where = f" (in {path})" if path else ""
+    try:
+        return build_dataclass(Config, values)
+    except MTDNNError as error:
+        raise MTDNNError(f"{error}{where}") from None
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

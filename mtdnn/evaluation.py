@@ -1,0 +1,52 @@
+"""Running a model over a task split: logits, predictions and GLUE metrics, across processes if any."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+
+from mtdnn.data import TaskData
+from mtdnn.metrics import compute_metrics
+
+
+@torch.inference_mode()
+def task_logits(model, data: TaskData, batch_size: int, device: torch.device | str = "cpu",
+                process_index: int = 0, num_processes: int = 1) -> np.ndarray:
+    """Logits for every example of `data`, in file order. (examples, num_outputs or group_size)
+
+    Examples are batched longest first so that each batch pads little; with several processes each
+    evaluates every `num_processes`-th of them and the results are gathered without duplicates.
+    """
+    order = np.argsort(-data.lengths(), kind="stable")[process_index::num_processes]
+    rows: list[tuple[int, np.ndarray]] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        positions = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in data.collate(positions).items() if k != "labels"}
+        logits = model(data.task.head_name, **batch).logits.float().cpu().numpy()
+        rows.extend(zip(positions.tolist(), logits))
+    model.train(was_training)
+    if num_processes > 1:
+        rows = gather_object(rows)
+    width = max(len(logit) for _, logit in rows)
+    out = np.full((len(data), width), -np.inf, dtype=np.float32)
+    for position, logit in rows:
+        out[position, : len(logit)] = logit
+    return out
+
+
+def predictions_from_logits(task_type: str, logits: np.ndarray) -> np.ndarray:
+    """Class ids (classification), values (regression) or the chosen candidate's position (ranking)."""
+    if task_type == "regression":
+        return logits[:, 0]
+    return logits.argmax(axis=-1)
+
+
+def evaluate_task(model, data: TaskData, batch_size: int, device="cpu", process_index: int = 0,
+                  num_processes: int = 1) -> dict[str, float]:
+    """The task's GLUE metrics on a labelled split."""
+    logits = task_logits(model, data, batch_size, device, process_index, num_processes)
+    predictions = predictions_from_logits(data.task.type, logits)
+    return compute_metrics(data.task.metrics, data.task.type, predictions, np.asarray(data.labels))

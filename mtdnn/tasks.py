@@ -1,0 +1,197 @@
+"""The task table: every fact about a task (type, columns, labels, metrics, splits, data) is data here.
+
+GLUE is a set of rows; a user's own task is a mapping in the YAML config with the same fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from mtdnn.errors import MTDNNError
+
+TASK_TYPES = ("single_classification", "pair_classification", "regression", "ranking")
+"""The paper's four task types, by name (their heads and losses are keyed by these names)."""
+
+METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
+
+
+@dataclass(frozen=True)
+class GlueFiles:
+    """Where a GLUE task lives in the classic `download_glue_data.py` layout, and its TSV columns."""
+
+    files: dict[str, str]
+    """split -> path relative to the GLUE directory."""
+    text_columns: tuple[str, ...]
+    """Header names of the text columns (first, then second sentence)."""
+    label_column: str | None
+    """Header name of the label column (train/dev only)."""
+    index_column: str | None = "index"
+    """Header name of the example id column (test files); rows are numbered where absent."""
+    headerless_columns: tuple[str, ...] = ()
+    """Column names for files without a header line (CoLA train/dev)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    """Task name, lower case (the Hugging Face GLUE config name for GLUE tasks)."""
+    type: str
+    """One of TASK_TYPES."""
+    text_columns: tuple[str, ...]
+    """Input text columns in the source data: one (single sentence) or two (pair, query/candidate)."""
+    label_names: tuple[str, ...] | None = None
+    """Class names in label-id order; None for regression."""
+    label_column: str = "label"
+    """Column holding the label (a name, an id, a number for regression, 0/1 for ranking candidates)."""
+    metrics: tuple[str, ...] = ("accuracy",)
+    """Metric names (those of the `evaluate` GLUE metric)."""
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
+    """Our split name -> the source's split name (hub) ."""
+    dropout: float = 0.1
+    """Dropout before this task's output layer."""
+    head: str | None = None
+    """Predict with another task's head (MNLI-mismatched and AX use `mnli`); None: its own."""
+    hub_dataset: str | None = None
+    """Hugging Face dataset id (`nyu-mll/glue`) or None for local files."""
+    hub_config: str | None = None
+    """Dataset config name on the hub."""
+    data_files: dict[str, str] | None = None
+    """Local files, split -> path (.tsv, .csv, .json/.jsonl), for a user's own task."""
+    index_column: str | None = "idx"
+    """Column with example ids, written in prediction files; rows are numbered where absent."""
+    group_column: str | None = None
+    """Ranking only: rows sharing this column's value are one query's candidates."""
+    glue: GlueFiles | None = None
+    """Where the task lives in a classic GLUE directory."""
+    submission_file: str | None = None
+    """File name on the GLUE leaderboard (e.g. `CoLA.tsv`)."""
+
+    @property
+    def head_name(self) -> str:
+        return self.head or self.name
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.label_names else 1
+
+    def __post_init__(self) -> None:
+        where = f"task `{self.name}`"
+        if self.type not in TASK_TYPES:
+            raise MTDNNError(f"{where}: unknown type {self.type!r}; use one of {', '.join(TASK_TYPES)}.")
+        if self.type in ("single_classification", "pair_classification") and not self.label_names:
+            raise MTDNNError(f"{where}: a classification task needs `label_names`.")
+        expected = 1 if self.type == "single_classification" else 2
+        if len(self.text_columns) != expected:
+            raise MTDNNError(f"{where}: type {self.type} needs {expected} text column(s), got {list(self.text_columns)}.")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise MTDNNError(f"{where}: unknown metric {unknown[0]!r}; use some of {', '.join(METRICS)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MTDNNError(f"{where}: dropout must be in [0, 1), got {self.dropout}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TaskSpec":
+        """Build a task from a mapping (the YAML config or a checkpoint's task table)."""
+        name = values.get("name", "?")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise MTDNNError(f"task `{name}`: unknown key `{unknown[0]}`; allowed keys: {', '.join(sorted(names))}.")
+        missing = [k for k in ("name", "type", "text_columns") if k not in values]
+        if missing:
+            raise MTDNNError(f"task `{name}`: the key `{missing[0]}` is required for a task not in the GLUE table.")
+        values = dict(values)
+        for key in ("text_columns", "label_names", "metrics"):
+            if isinstance(values.get(key), str):
+                values[key] = [values[key]]
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        if isinstance(values.get("glue"), dict):
+            glue = dict(values["glue"])
+            for key in ("text_columns", "headerless_columns"):
+                glue[key] = tuple(glue.get(key, ()))
+            values["glue"] = GlueFiles(**glue)
+        hints = typing.get_type_hints(cls)
+        for key in ("dropout",):
+            if key in values and not isinstance(values[key], (int, float)):
+                raise MTDNNError(f"task `{name}`: `{key}` must be a number, got {values[key]!r}.")
+        for key in ("splits", "data_files"):
+            if values.get(key) is not None and not isinstance(values[key], dict):
+                raise MTDNNError(f"task `{name}`: `{key}` must be a mapping of split -> name/path ({hints[key]}).")
+        return cls(**values)
+
+
+def _glue(name: str, type: str, text: tuple[str, ...], labels: tuple[str, ...] | None, metrics: tuple[str, ...],
+          tsv_dir: str, tsv_text: tuple[str, ...], tsv_label: str | None, submission: str, **extra) -> TaskSpec:
+    """A GLUE row: hub columns/splits as on `nyu-mll/glue`, TSV names as in `download_glue_data.py`."""
+    splits = extra.pop("splits", {"train": "train", "dev": "validation", "test": "test"})
+    files = extra.pop("files", {split: f"{tsv_dir}/{split}.tsv" for split in splits})
+    glue = GlueFiles(files=files, text_columns=tsv_text, label_column=tsv_label,
+                     index_column=extra.pop("tsv_index", "index"), headerless_columns=extra.pop("headerless", ()))
+    return TaskSpec(name=name, type=type, text_columns=text, label_names=labels, metrics=metrics, splits=splits,
+                    hub_dataset="nyu-mll/glue", hub_config=extra.pop("hub_config", name), glue=glue,
+                    submission_file=submission, **extra)
+
+
+_NLI = ("entailment", "neutral", "contradiction")
+_PAIR = "pair_classification"
+
+GLUE_TASKS: dict[str, TaskSpec] = {
+    task.name: task
+    for task in (
+        _glue("cola", "single_classification", ("sentence",), ("unacceptable", "acceptable"),
+              ("matthews_correlation",), "CoLA", ("sentence",), "label", "CoLA.tsv",
+              headerless=("source", "label", "original_label", "sentence")),
+        _glue("sst2", "single_classification", ("sentence",), ("negative", "positive"), ("accuracy",),
+              "SST-2", ("sentence",), "label", "SST-2.tsv"),
+        _glue("mrpc", _PAIR, ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), ("accuracy", "f1"),
+              "MRPC", ("#1 String", "#2 String"), "Quality", "MRPC.tsv"),
+        _glue("stsb", "regression", ("sentence1", "sentence2"), None, ("pearson", "spearmanr"),
+              "STS-B", ("sentence1", "sentence2"), "score", "STS-B.tsv"),
+        _glue("qqp", _PAIR, ("question1", "question2"), ("not_duplicate", "duplicate"), ("accuracy", "f1"),
+              "QQP", ("question1", "question2"), "is_duplicate", "QQP.tsv", tsv_index="id"),
+        _glue("mnli", _PAIR, ("premise", "hypothesis"), _NLI, ("accuracy",), "MNLI",
+              ("sentence1", "sentence2"), "gold_label", "MNLI-m.tsv",
+              splits={"train": "train", "dev": "validation_matched", "test": "test_matched"},
+              files={"train": "MNLI/train.tsv", "dev": "MNLI/dev_matched.tsv", "test": "MNLI/test_matched.tsv"}),
+        _glue("mnli_mismatched", _PAIR, ("premise", "hypothesis"), _NLI, ("accuracy",), "MNLI",
+              ("sentence1", "sentence2"), "gold_label", "MNLI-mm.tsv", head="mnli", hub_config="mnli",
+              splits={"dev": "validation_mismatched", "test": "test_mismatched"},
+              files={"dev": "MNLI/dev_mismatched.tsv", "test": "MNLI/test_mismatched.tsv"}),
+        _glue("qnli", _PAIR, ("question", "sentence"), ("entailment", "not_entailment"), ("accuracy",),
+              "QNLI", ("question", "sentence"), "label", "QNLI.tsv"),
+        _glue("rte", _PAIR, ("sentence1", "sentence2"), ("entailment", "not_entailment"), ("accuracy",),
+              "RTE", ("sentence1", "sentence2"), "label", "RTE.tsv"),
+        _glue("wnli", _PAIR, ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",),
+              "WNLI", ("sentence1", "sentence2"), "label", "WNLI.tsv"),
+        _glue("ax", _PAIR, ("premise", "hypothesis"), _NLI, ("matthews_correlation",), "AX",
+              ("sentence1", "sentence2"), None, "AX.tsv", head="mnli", splits={"test": "test"}),
+    )
+}
+
+
+def resolve_tasks(entries: list) -> dict[str, TaskSpec]:
+    """Turn the config's `tasks` list into TaskSpecs: GLUE names, overrides of GLUE rows, or own tasks."""
+    tasks: dict[str, TaskSpec] = {}
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            if entry not in GLUE_TASKS:
+                raise MTDNNError(
+                    f"unknown task `{entry}` in config key `tasks[{i}]`; GLUE tasks are {', '.join(GLUE_TASKS)}, "
+                    "and an own task is a mapping with `name`, `type`, `text_columns`, `data_files` (see README)."
+                )
+            task = GLUE_TASKS[entry]
+        else:
+            if "name" not in entry:
+                raise MTDNNError(f"config key `tasks[{i}]` is a mapping without `name`.")
+            base = GLUE_TASKS.get(entry["name"])
+            task = TaskSpec.from_dict({**base.to_dict(), **entry} if base else entry)
+        if task.name in tasks:
+            raise MTDNNError(f"task `{task.name}` is listed twice in config key `tasks`.")
+        tasks[task.name] = task
+    return tasks

@@ -1,0 +1,39 @@
+"""Config loading: defaults, overrides, and errors that name the key."""
+
+import pytest
+
+from mtdnn.config import load_config
+from mtdnn.errors import MTDNNError
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks: [sst2]\ntrain: {learning_rate: 3e-5, epochs: 2}\n")
+    config = load_config(path, ["train.max_steps=20", "output_dir=/tmp/x", "data.max_train_samples=null"])
+    assert config.tasks == ["sst2"] and config.train.learning_rate == 3e-5 and config.train.epochs == 2
+    assert config.train.max_steps == 20 and config.output_dir == "/tmp/x"
+    assert config.train.batch_size == 32  # default kept
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {learning_rat: 1.0e-4}", "unknown config key `train.learning_rat`"),
+    ("trian: {}", "unknown config key `trian`"),
+    ("train: {epochs: three}", "`train.epochs` must be of type int"),
+    ("train: {optimizer: sgd}", "`train.optimizer` must be one of"),
+    ("train: {batch_size: 0}", "train.batch_size must be at least 1"),
+    ("tasks: []", "`tasks` is empty"),
+    ("[1, 2]", "must hold a mapping"),
+])
+def test_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(MTDNNError, match=message.replace("(", r"\(")) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_override_errors():
+    with pytest.raises(MTDNNError, match="key=value"):
+        load_config(None, ["train.max_steps"])
+    with pytest.raises(MTDNNError, match="unknown config key `train.max_step`"):
+        load_config(None, ["train.max_step=3"])

@@ -1,0 +1,77 @@
+"""MTDNNModel: head shapes and losses per task type, parity with transformers, save/load."""
+
+import pytest
+import torch
+from transformers import BertForSequenceClassification, BertModel
+
+from conftest import tiny_bert_config
+from mtdnn.errors import MTDNNError
+from mtdnn.model import MTDNNModel
+from mtdnn.tasks import GLUE_TASKS, TaskSpec
+
+RANK = TaskSpec(name="rank", type="ranking", text_columns=("q", "c"), data_files={})
+
+
+def _model(tasks=("cola", "mnli", "stsb")):
+    torch.manual_seed(0)
+    table = {name: GLUE_TASKS[name] for name in tasks}
+    table["rank"] = RANK
+    return MTDNNModel(BertModel(tiny_bert_config()), table).eval()
+
+
+def _inputs(batch=3, seq=7):
+    return {"input_ids": torch.randint(5, 99, (batch, seq)), "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
+
+
+def test_head_shapes_and_losses():
+    model = _model()
+    out = model("mnli", **_inputs(), labels=torch.tensor([0, 2, 1]))
+    assert out.logits.shape == (3, 3) and out.loss.ndim == 0 and out.loss > 0
+    out = model("cola", **_inputs(), labels=torch.tensor([0, 1, 1]))
+    assert out.logits.shape == (3, 2)
+    out = model("stsb", **_inputs(), labels=torch.tensor([0.5, 4.0, 2.0]))
+    assert out.logits.shape == (3, 1)
+    assert out.loss.item() == pytest.approx(((out.logits[:, 0] - torch.tensor([0.5, 4.0, 2.0])) ** 2).mean().item())
+
+
+def test_ranking_head_scores_each_candidate_and_masks_padding():
+    model = _model()
+    inputs = {k: v.view(2, 3, 7) for k, v in _inputs(batch=6).items()}
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    out = model("rank", **inputs, candidate_mask=mask, labels=torch.tensor([2, 0]))
+    assert out.logits.shape == (2, 3) and out.logits[1, 2] == float("-inf")
+    single = model("rank", **{k: v[1:2, 1:2] for k, v in inputs.items()}).logits
+    assert single[0, 0].item() == pytest.approx(out.logits[1, 1].item(), abs=1e-5)
+    expected = torch.nn.functional.cross_entropy(out.logits, torch.tensor([2, 0]))
+    assert out.loss.item() == pytest.approx(expected.item())
+
+
+def test_parity_with_bert_for_sequence_classification():
+    torch.manual_seed(0)
+    reference = BertForSequenceClassification(tiny_bert_config().__class__(**{**tiny_bert_config().to_dict(), "num_labels": 3})).eval()
+    model = _model(tasks=("mnli",))
+    model.encoder.load_state_dict(reference.bert.state_dict())
+    model.heads["mnli"].out_proj.load_state_dict(reference.classifier.state_dict())
+    inputs = _inputs()
+    inputs["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1, 1]] * 3)
+    inputs["attention_mask"][0, 5:] = 0
+    torch.testing.assert_close(model("mnli", **inputs).logits, reference(**inputs).logits)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _model()
+    model.save_pretrained(tmp_path)
+    loaded = MTDNNModel.from_pretrained(tmp_path).eval()
+    inputs = _inputs()
+    torch.testing.assert_close(loaded("mnli", **inputs).logits, model("mnli", **inputs).logits)
+    assert loaded.tasks["rank"] == RANK and set(loaded.heads) == {"cola", "mnli", "stsb", "rank"}
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
+
+
+def test_incomplete_checkpoint_and_missing_head(tmp_path):
+    with pytest.raises(MTDNNError, match="not a complete mtdnn checkpoint"):
+        MTDNNModel.from_pretrained(tmp_path)
+    with pytest.raises(MTDNNError, match="no head `rte`"):
+        _model()("rte", **_inputs())
+    with pytest.raises(MTDNNError, match="list `mnli` in `tasks` too"):
+        MTDNNModel(BertModel(tiny_bert_config()), {"ax": GLUE_TASKS["ax"]})

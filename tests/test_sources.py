@@ -1,0 +1,121 @@
+"""Reading GLUE TSVs exactly, own task files, labels and ranking groups."""
+
+import pytest
+
+from conftest import GLUE_DIR, needs_glue
+from mtdnn.errors import MTDNNError
+from mtdnn.sources import encode_label, load_split
+from mtdnn.tasks import GLUE_TASKS, TaskSpec, resolve_tasks
+
+
+@needs_glue("CoLA/train.tsv", "CoLA/dev.tsv", "CoLA/test.tsv")
+def test_cola_has_no_header_and_keeps_every_row():
+    train = load_split(GLUE_TASKS["cola"], "train", GLUE_DIR)
+    assert len(train["idx"]) == 8551
+    assert train["text_a"][0] == "Our friends won't buy this analysis, let alone the next one we propose."
+    assert train["label"][0] == 1
+    assert sum(train["label"]) == 6023
+    dev = load_split(GLUE_TASKS["cola"], "dev", GLUE_DIR)
+    assert (len(dev["idx"]), sum(dev["label"])) == (1043, 721)
+    test = load_split(GLUE_TASKS["cola"], "test", GLUE_DIR)
+    assert len(test["idx"]) == 1063 and "label" not in test
+    assert test["text_a"][0] == "Bill whistled past the house."
+
+
+@needs_glue("SST-2/train.tsv", "SST-2/dev.tsv")
+def test_sst2_quotes_are_not_processed():
+    train = load_split(GLUE_TASKS["sst2"], "train", GLUE_DIR)
+    assert len(train["idx"]) == 67349 and sum(train["label"]) == 37569
+    dev = load_split(GLUE_TASKS["sst2"], "dev", GLUE_DIR)
+    assert dev["text_a"][0] == "it 's a charming and often affecting journey . "
+    assert len(dev["idx"]) == 872 and sum(dev["label"]) == 444
+
+
+@needs_glue("MRPC/train.tsv", "MRPC/dev.tsv", "MRPC/test.tsv")
+def test_mrpc_bom_and_quotes():
+    dev = load_split(GLUE_TASKS["mrpc"], "dev", GLUE_DIR)
+    assert len(dev["idx"]) == 408 and sum(dev["label"]) == 279
+    assert dev["text_b"][0].startswith('" The foodservice pie business does not')  # a quote kept verbatim
+    assert len(load_split(GLUE_TASKS["mrpc"], "train", GLUE_DIR)["idx"]) == 3668
+    assert len(load_split(GLUE_TASKS["mrpc"], "test", GLUE_DIR)["idx"]) == 1725
+
+
+@needs_glue("STS-B/dev.tsv", "RTE/dev.tsv", "QNLI/dev.tsv", "WNLI/train.tsv", "AX/test.tsv")
+def test_pair_tasks_map_labels_to_hub_ids():
+    stsb = load_split(GLUE_TASKS["stsb"], "dev", GLUE_DIR)
+    assert len(stsb["idx"]) == 1500 and stsb["label"][0] == 5.0
+    assert stsb["text_a"][0] == "A man with a hard hat is dancing."
+    rte = load_split(GLUE_TASKS["rte"], "dev", GLUE_DIR)
+    assert rte["label"][0] == 1  # not_entailment is id 1 on the hub
+    assert (len(rte["idx"]), rte["label"].count(0)) == (277, 146)
+    qnli = load_split(GLUE_TASKS["qnli"], "dev", GLUE_DIR)
+    assert (len(qnli["idx"]), qnli["label"].count(0)) == (5463, 2702)
+    wnli = load_split(GLUE_TASKS["wnli"], "train", GLUE_DIR)
+    assert (len(wnli["idx"]), sum(wnli["label"])) == (635, 312)  # 1 = entailment, as on the hub
+    ax = load_split(GLUE_TASKS["ax"], "test", GLUE_DIR)
+    assert len(ax["idx"]) == 1104 and ax["text_b"][0] == "The cat did not sit on the mat."
+
+
+def test_missing_glue_file_and_no_hub_names_both_places(tmp_path):
+    with pytest.raises(MTDNNError, match=r"(?s)MNLI/train.tsv.*hub"):
+        load_split(GLUE_TASKS["mnli"], "train", tmp_path)
+
+
+def _pair_task(tmp_path, text: str, **extra) -> TaskSpec:
+    path = tmp_path / "train.tsv"
+    path.write_text(text)
+    return TaskSpec(name="mine", type="pair_classification", text_columns=("a", "b"), label_names=("no", "yes"),
+                    data_files={"train": str(path)}, **extra)
+
+
+def test_malformed_row_names_file_and_line(tmp_path):
+    task = _pair_task(tmp_path, "a\tb\tlabel\nx\ty\tyes\nonly two\tfields\n")
+    with pytest.raises(MTDNNError, match=r"train.tsv, line 3: 2 tab-separated fields"):
+        load_split(task, "train", None)
+
+
+def test_unknown_label_names_file_and_line(tmp_path):
+    task = _pair_task(tmp_path, "a\tb\tlabel\nx\ty\tyes\nx\ty\tmaybe\n")
+    with pytest.raises(MTDNNError, match=r"train.tsv, line 3: unknown label 'maybe'"):
+        load_split(task, "train", None)
+
+
+def test_labels_by_name_or_id_and_missing_column(tmp_path):
+    task = _pair_task(tmp_path, "a\tb\tlabel\nx\ty\tyes\nx\ty\t0\n")
+    assert load_split(task, "train", None)["label"] == [1, 0]
+    wrong = _pair_task(tmp_path, "a\tc\tlabel\nx\ty\tyes\n")
+    with pytest.raises(MTDNNError, match="no column 'b'"):
+        load_split(wrong, "train", None)
+
+
+def test_regression_target_must_be_finite():
+    task = TaskSpec(name="r", type="regression", text_columns=("a", "b"))
+    assert encode_label("2.5", task, "here") == 2.5
+    with pytest.raises(MTDNNError, match="not a finite number"):
+        encode_label("nan", task, "f.tsv, line 4")
+
+
+def test_ranking_groups_candidates_and_needs_one_positive(tmp_path):
+    path = tmp_path / "rank.tsv"
+    path.write_text("q\tc\tlabel\nq1\tx\t0\nq1\ty\t1\nq2\tz\t1\nq2\tw\t0\nq2\tv\t0\n")
+    task = TaskSpec(name="rank", type="ranking", text_columns=("q", "c"), data_files={"train": str(path)})
+    columns = load_split(task, "train", None)
+    assert columns["candidates"] == [["x", "y"], ["z", "w", "v"]]
+    assert columns["label"] == [1, 0]
+    path.write_text("q\tc\tlabel\nq1\tx\t1\nq1\ty\t1\n")
+    with pytest.raises(MTDNNError, match="2 positive candidates"):
+        load_split(task, "train", None)
+
+
+def test_own_task_from_yaml_mapping_and_overrides_of_glue_rows():
+    tasks = resolve_tasks(["sst2", {"name": "mnli", "dropout": 0.3},
+                           {"name": "mine", "type": "regression", "text_columns": ["a", "b"],
+                            "data_files": {"train": "x.csv"}}])
+    assert tasks["mnli"].dropout == 0.3 and tasks["mnli"].label_names == ("entailment", "neutral", "contradiction")
+    assert tasks["mine"].type == "regression" and tasks["mine"].num_labels == 1
+    with pytest.raises(MTDNNError, match="unknown task `sst3`"):
+        resolve_tasks(["sst3"])
+    with pytest.raises(MTDNNError, match="unknown key `labels`"):
+        resolve_tasks([{"name": "x", "type": "regression", "text_columns": ["a", "b"], "labels": []}])
+    with pytest.raises(MTDNNError, match="unknown type 'pair'"):
+        resolve_tasks([{"name": "x", "type": "pair", "text_columns": ["a", "b"]}])
