@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from mtdnn.errors import MTDNNError
+from mtdnn.errors import MTDNNError, StoppedBySignal
 
 logger = logging.getLogger("mtdnn")
 
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set train.max_steps=20 (repeatable)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in output_dir (start afresh if there is none)")
 
     for name, help_text in (("evaluate", "print dev/test metrics of a checkpoint as JSON"),
                             ("predict", "write one index<TAB>prediction file per task")):
@@ -106,8 +108,10 @@ def run_train(args) -> int:
     from mtdnn.training import train
 
     config = load_config(args.config, args.overrides)
-    output_dir = train(config, overwrite=args.overwrite)
-    print(json.dumps({"output_dir": str(output_dir)}))
+    output_dir = train(config, overwrite=args.overwrite, resume=args.resume)
+    state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
+    print(json.dumps({"output_dir": str(output_dir), "step": state["step"],
+                      "dev_metrics": state.get("dev_metrics")}, indent=2))
     return 0
 
 
@@ -135,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mtdnn: error: {error}", file=sys.stderr)
         return 2
+    except StoppedBySignal as stop:
+        print(f"mtdnn: {stop}", file=sys.stderr)
+        return 128 + stop.signal_number
     except KeyboardInterrupt:
         print("mtdnn: interrupted", file=sys.stderr)
         return 130

@@ -78,13 +78,21 @@ class TrainSettings:
     """Write the running training loss to metrics.jsonl every N updates."""
     save_best: bool = True
     """Keep a `best/` checkpoint chosen by the mean dev score over tasks."""
+    save_every_steps: int | None = None
+    """Also write a resumable checkpoint every N updates (one is always written at each epoch's end)."""
+    keep_checkpoints: int = 2
+    """How many of the newest `checkpoints/step-N` directories to keep (`best/` is kept apart)."""
+    skip_nonfinite_batches: bool = False
+    """On a NaN/inf loss skip that batch (with a warning) instead of stopping the run."""
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps",
+                    "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise MTDNNError(f"train.{key} must be at least 1, got {getattr(self, key)}.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise MTDNNError(f"train.max_steps must be at least 1 (or null), got {self.max_steps}.")
+        for key in ("max_steps", "eval_every_steps", "save_every_steps"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise MTDNNError(f"train.{key} must be at least 1 (or null), got {getattr(self, key)}.")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.learning_rate <= 0:
@@ -191,26 +199,33 @@ def apply_override(values: dict, assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults), apply `--set` overrides, validate."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise MTDNNError(f"config file {path} does not exist.")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise MTDNNError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(values, dict):
-            raise MTDNNError(f"config file {path} must hold a mapping of keys, not {type(values).__name__}.")
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML settings file (`yaml.safe_load`); a missing or malformed file is an MTDNNError."""
+    path = Path(path)
+    if not path.is_file():
+        raise MTDNNError(f"config file {path} does not exist.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise MTDNNError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise MTDNNError(f"config file {path} must hold a mapping of keys, not {type(values).__name__}.")
+    return values
+
+
+def build_settings(cls: type, values: dict, overrides: list[str] | None = None, source: str | Path | None = None):
+    """Apply `--set` overrides to a mapping and build the settings dataclass `cls`, naming `source` on error."""
     for assignment in overrides or []:
         apply_override(values, assignment)
-    where = f" (in {path})" if path else ""
     try:
-        return build_dataclass(Config, values)
+        return build_dataclass(cls, values)
     except MTDNNError as error:
-        raise MTDNNError(f"{error}{where}") from None
+        raise MTDNNError(f"{error}{f' (in {source})' if source else ''}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply `--set` overrides, validate."""
+    return build_settings(Config, read_yaml(path) if path is not None else {}, overrides, path)
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Multi-task fine-tuning (paper Algorithm 1) as one explicit accelerate loop.
+"""Multi-task fine-tuning (paper Algorithm 1) as one explicit accelerate loop, resumable.
 
 Per-task fine-tuning is the same loop with a one-task list.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,10 +19,10 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mtdnn.checkpoint import save_checkpoint
+from mtdnn.checkpoint import (load_training_state, publish, restore_rng, save_checkpoint, step_checkpoints)
 from mtdnn.config import Config, TrainSettings, save_config
 from mtdnn.data import TaskData, load_task_data
-from mtdnn.errors import MTDNNError
+from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
 from mtdnn.metrics import task_score
 from mtdnn.model import MTDNNModel
@@ -31,10 +33,20 @@ from mtdnn.tasks import resolve_tasks
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class Position:
+    """Where training is: what a checkpoint must record to continue exactly."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this epoch already consumed
+    step: int = 0  # optimizer updates so far
+    best_score: float = -math.inf
+
+
 def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW (fused where the device allows) or Adamax; no weight decay on biases and LayerNorm."""
+    """AdamW (fused) or Adamax; no weight decay on biases and LayerNorm weights."""
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -44,7 +56,7 @@ def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.op
 
 
 class RunLog:
-    """Appends one JSON object per line to `metrics.jsonl` (main process only)."""
+    """One JSON object per line in `metrics.jsonl` (main process only)."""
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -54,38 +66,59 @@ class RunLog:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
 
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop rows logged after the checkpoint, which the resumed run writes again."""
+        if self.enabled and self.path.exists():
+            rows = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            self.path.write_text("".join(row + "\n" for row in rows))
 
-def prepare_run_dir(config: Config, overwrite: bool) -> Path:
+
+class SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {s: signal.signal(s, self._catch) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _catch(self, number, _frame) -> None:
+        self.received = number
+
+    def restore(self) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+def prepare_run_dir(config: Config, overwrite: bool, resume: bool) -> Path:
     output_dir = Path(config.output_dir)
-    if (output_dir / "metrics.jsonl").exists() and not overwrite:
+    if (output_dir / "metrics.jsonl").exists() and not (overwrite or resume):
         raise MTDNNError(
-            f"output directory {output_dir} already holds a run (metrics.jsonl); choose another `output_dir` "
-            "or pass --overwrite to replace it."
+            f"output directory {output_dir} already holds a run (metrics.jsonl); choose another `output_dir`, "
+            "pass --resume to continue it, or --overwrite to replace it."
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if not resume:
+        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    save_config(config, output_dir / "config.yaml")
     return output_dir
 
 
-def evaluate_all(model, dev_data: dict[str, TaskData], config: Config, accelerator: Accelerator) -> dict:
-    return {name: evaluate_task(model, data, config.train.eval_batch_size, accelerator.device,
-                                accelerator.process_index, accelerator.num_processes)
-            for name, data in dev_data.items()}
-
-
-def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = None) -> Path:
-    """Train on every task in `config.tasks`; returns the run directory (with `last/` and `best/`)."""
+def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = None, resume: bool = False) -> Path:
+    """Train on every task in `config.tasks`; returns the run directory (`last`, `best/`, metrics.jsonl)."""
     settings = config.train
     accelerator = Accelerator(
         mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],  # one head per step
     )
-    output_dir = prepare_run_dir(config, overwrite) if accelerator.is_main_process else Path(config.output_dir)
-    save_config(config, output_dir / "config.yaml") if accelerator.is_main_process else None
+    output_dir = Path(config.output_dir)
+    resume_from = step_checkpoints(output_dir)[-1] if resume and step_checkpoints(output_dir) else None
+    if accelerator.is_main_process:
+        prepare_run_dir(config, overwrite, resume_from is not None)
     set_seed(settings.seed)
     tasks = resolve_tasks(config.tasks)
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path)
-    if model is None:
+    if resume_from is not None:
+        model = MTDNNModel.from_pretrained(resume_from)
+    elif model is None:
         model = MTDNNModel.from_encoder(config.model.name_or_path, tasks, config.model.from_scratch,
                                         config.model.attn_implementation)
     train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.max_train_samples)
@@ -104,53 +137,91 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_updates), total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
     log = RunLog(output_dir / "metrics.jsonl", accelerator.is_main_process)
-    best_score, step, examples, started = -math.inf, 0, 0, time.perf_counter()
-    progress = tqdm(total=total_updates, desc="train", disable=not accelerator.is_local_main_process)
+    at = Position()
+    if resume_from is not None:
+        saved = load_training_state(resume_from)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        restore_rng(saved["rng"])
+        at = Position(**json.loads((resume_from / "trainer_state.json").read_text())["position"])
+        log.truncate_after(at.step)
+        logger.info("resuming from %s (step %d, epoch %d, batch %d)", resume_from, at.step, at.epoch,
+                    at.batch_in_epoch)
 
-    def checkpoint(epoch: int) -> None:
-        nonlocal best_score
-        results = evaluate_all(model, dev_data, config, accelerator)
-        score = sum(task_score(m) for m in results.values()) / max(1, len(results))
-        log.write({"type": "eval", "split": "dev", "epoch": epoch, "step": step, "metrics": results, "score": score})
-        logger.info("step %d dev: %s", step, json.dumps(results))
+    def save(evaluate: bool) -> Path:
+        state = {"epoch": at.epoch, "step": at.step}
+        score = None
+        if evaluate:
+            results = {name: evaluate_task(model, data, settings.eval_batch_size, accelerator.device,
+                                           accelerator.process_index, accelerator.num_processes)
+                       for name, data in dev_data.items()}
+            score = sum(task_score(m) for m in results.values()) / max(1, len(results))
+            log.write({"type": "eval", "split": "dev", "epoch": at.epoch, "step": at.step, "metrics": results,
+                       "score": score})
+            logger.info("step %d dev: %s", at.step, json.dumps(results))
+            state.update(dev_metrics=results, dev_score=score)
+        is_best = score is not None and settings.save_best and score > at.best_score
+        at.best_score = max(at.best_score, score if score is not None else -math.inf)
+        checkpoint = output_dir / "checkpoints" / f"step-{at.step}"
         if accelerator.is_main_process:
-            state = {"epoch": epoch, "step": step, "dev_metrics": results, "dev_score": score}
-            unwrapped = accelerator.unwrap_model(model)
-            save_checkpoint(output_dir / "last", unwrapped, tokenizer, config, state)
-            if settings.save_best and score > best_score:
-                save_checkpoint(output_dir / "best", unwrapped, tokenizer, config, state)
-        best_score = max(best_score, score)
+            save_checkpoint(checkpoint, accelerator.unwrap_model(model), tokenizer, config,
+                            {**state, "position": asdict(at)}, optimizer, scheduler)
+            publish(output_dir, checkpoint, settings.keep_checkpoints, is_best)
         accelerator.wait_for_everyone()
+        return checkpoint
 
+    progress = tqdm(total=total_updates, initial=at.step, desc="train", disable=not accelerator.is_local_main_process)
+    signals, examples, started = SignalCatcher(), 0, time.perf_counter()
     model.train()
-    for epoch in range(epochs):
-        for task_name, indices in schedule.epoch(epoch):
-            batch = train_data[task_name].collate(indices[accelerator.process_index :: accelerator.num_processes])
-            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            with accelerator.accumulate(model):
-                loss = model(task_name, **batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            examples += len(indices)
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            step += 1
-            speed = examples / (time.perf_counter() - started)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", task=task_name, ex_per_s=f"{speed:.0f}")
-            if step % settings.log_every_steps == 0:
-                log.write({"type": "train", "epoch": epoch, "step": step, "task": task_name, "loss": loss.item(),
-                           "learning_rate": scheduler.get_last_lr()[0], "examples_per_second": speed})
-            if settings.eval_every_steps and step % settings.eval_every_steps == 0 and step < total_updates:
-                checkpoint(epoch)
-            if step >= total_updates:
-                break
-        checkpoint(epoch + 1)
-        if step >= total_updates:
-            break
-    progress.close()
+    try:
+        while at.step < total_updates and at.epoch < epochs:
+            steps = schedule.epoch(at.epoch)
+            while at.batch_in_epoch < len(steps) and at.step < total_updates:
+                task_name, indices = steps[at.batch_in_epoch]
+                at.batch_in_epoch += 1
+                batch = train_data[task_name].collate(indices[accelerator.process_index :: accelerator.num_processes])
+                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+                with accelerator.accumulate(model):
+                    loss = model(task_name, **batch).loss
+                    if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all():
+                        if not settings.skip_nonfinite_batches:
+                            raise MTDNNError(
+                                f"the loss of task `{task_name}` is {loss.item()} at step {at.step + 1} (epoch "
+                                f"{at.epoch + 1}); the run stopped and the last checkpoint in {output_dir} is intact. "
+                                "Lower train.learning_rate, check that task's labels, or set "
+                                "train.skip_nonfinite_batches=true.")
+                        logger.warning("skipping a batch of task %s: non-finite loss %s", task_name, loss.item())
+                        optimizer.zero_grad()
+                        continue
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                examples += len(indices)
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                at.step += 1
+                speed = examples / (time.perf_counter() - started)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.4f}", task=task_name, ex_per_s=f"{speed:.0f}")
+                if at.step % settings.log_every_steps == 0:
+                    log.write({"type": "train", "epoch": at.epoch, "step": at.step, "task": task_name,
+                               "loss": loss.item(), "learning_rate": scheduler.get_last_lr()[0],
+                               "examples_per_second": speed})
+                if at.step == total_updates:
+                    pass  # the final evaluation and checkpoint follow below
+                elif settings.eval_every_steps and at.step % settings.eval_every_steps == 0:
+                    save(evaluate=True)
+                elif settings.save_every_steps and at.step % settings.save_every_steps == 0:
+                    save(evaluate=False)
+                if signals.received is not None:
+                    raise StoppedBySignal(signals.received, save(evaluate=False))
+            if at.batch_in_epoch == len(steps):
+                at.epoch, at.batch_in_epoch = at.epoch + 1, 0
+            save(evaluate=True)
+    finally:
+        signals.restore()
+        progress.close()
     return output_dir

@@ -15,14 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")
 
 
-@pytest.fixture(autouse=True)
-def offline_environment(tmp_path_factory, monkeypatch):
-    """No test reaches the hub or writes caches under ~."""
-    home = tmp_path_factory.getbasetemp() / "hf_home"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("MTDNN_CACHE", str(home / "mtdnn"))
+def pytest_configure(config):
+    """No test reaches the hub or writes caches under ~ (set before any fixture, module-scoped ones too)."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="mtdnn-tests-"))
+    config.mtdnn_home = home
+    os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(home / "hf"),
+                       "MTDNN_CACHE": str(home / "mtdnn")})
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(getattr(config, "mtdnn_home", ""), ignore_errors=True)
 
 
 def build_vocab() -> list[str]:
