@@ -16,14 +16,14 @@ def task_logits(model, data: TaskData, batch_size: int, device: torch.device | s
     """Logits for every example of `data`, in file order. (examples, num_outputs or group_size)
 
     Examples are batched longest first so that each batch pads little; with several processes each
-    evaluates every `num_processes`-th of them and the results are gathered without duplicates.
+    evaluates every `num_processes`-th batch and the results are gathered without duplicates.
     """
-    order = np.argsort(-data.lengths(), kind="stable")[process_index::num_processes]
+    order = np.argsort(-data.lengths(), kind="stable")
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     rows: list[tuple[int, np.ndarray]] = []
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        positions = order[start : start + batch_size]
+    for positions in batches[process_index::num_processes]:  # whole batches per process: same padding as one
         batch = {k: v.to(device) for k, v in data.collate(positions).items() if k != "labels"}
         logits = model(data.task.head_name, **batch).logits.float().cpu().numpy()
         rows.extend(zip(positions.tolist(), logits))

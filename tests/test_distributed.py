@@ -1,0 +1,44 @@
+"""Two processes through `accelerate launch` (gloo on CPU) train and evaluate like one."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+@pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_two_processes_share_the_schedule_and_gather_metrics_exactly(tiny_model_dir, task_files, tmp_path):
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
+              "data": {"max_seq_length": 32}, "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3,
+                                                          "eval_batch_size": 7}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # On a machine without GPUs, accelerate runs processes on the CPU with gloo when ACCELERATE_USE_CPU is set.
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "train", str(path),
+                             "--set", f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)  # printed once, by the main process
+    assert printed["step"] == 16  # 64 examples per task, global batch 2 x 4: 8 + 8 updates
+    logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len([row for row in logged if row["type"] == "eval"]) == 1  # written once, not once per rank
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-16"]
+    # One process, same thread count (so the same float summation order) as each of the two above.
+    evaluated = subprocess.run([sys.executable, "-m", "mtdnn", "evaluate", str(tmp_path / "out" / "last")],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    single_process = json.loads(evaluated.stdout)
+    assert single_process.keys() == logged[-1]["metrics"].keys()
+    for task, metrics in single_process.items():  # no example dropped or counted twice
+        for name, value in metrics.items():
+            assert value == pytest.approx(logged[-1]["metrics"][task][name], abs=1e-6)
