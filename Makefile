@@ -6,13 +6,13 @@ MTDNN := $(VENV)/bin/mtdnn
 export GLUE_DIR ?= $(abspath ../shared/data/glue)
 export HF_HOME ?= $(abspath .cache/huggingface)
 
-.PHONY: install test quickstart clean
+.PHONY: install test quickstart pretrain pipeline pipeline-quick ablation clean bench reproduce transfer
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +24,34 @@ quickstart: install
 	$(MTDNN) train configs/quickstart.yaml --overwrite
 	$(MTDNN) evaluate runs/quickstart/best
 	$(MTDNN) predict runs/quickstart/best --split test --output-dir runs/quickstart/predictions
+
+# Stage 1 (continued MLM of MiniLM on GLUE sentences, minutes), and stages 2 + 3 with the dev table.
+pretrain: install
+	HF_HUB_OFFLINE=1 $(MTDNN) pretrain configs/pretrain_mlm.yaml --overwrite
+
+pipeline: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/pipeline.py --config configs/pipeline.yaml
+
+pipeline-quick: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/pipeline.py --config configs/pipeline.yaml --quick
+
+# The multi-task toolbox, each mechanism on vs off (issue 7): ~20-25 min on 2 cores; ARGS=--seeds=1,2,3 for spread.
+ablation: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/ablation.py $(ARGS)
+
+# Speed against transformers.Trainer (issue 4; docs/performance.md): ~15 minutes on 2 cores. `make bench ARGS=--quick`: ~3.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark.py $(ARGS)
+
+# Single-task vs MT-DNN on GLUE dev, 4 arms x 3 seeds (issue 6; docs/results.md): ~2 h on 2 idle cores,
+# resumable (re-run to continue). `make reproduce ARGS=--quick`: a few minutes.
+reproduce: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/reproduce.py $(ARGS)
+
+# Held-out task (RTE; ARGS=--held-out=mrpc) from 0.1-100% of its data, MT-DNN vs pre-trained encoder
+# (issue 8; docs/results.md): ~25 min on 2 idle cores, resumable. ARGS=--quick: a few minutes.
+transfer: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/transfer.py $(ARGS)
 
 clean:
 	rm -rf runs .cache

@@ -1,4 +1,4 @@
-"""The `mtdnn` command: train, evaluate, predict."""
+"""The `mtdnn` command: pretrain, train, finetune, distill, evaluate, predict, export."""
 
 from __future__ import annotations
 
@@ -40,8 +40,52 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--data-dir", help="GLUE directory (default: the checkpoint's data.glue_dir or $GLUE_DIR)")
         command.add_argument("--batch-size", type=int, help="evaluation batch size (default: the checkpoint's)")
         if name == "predict":
-            command.add_argument("--output-dir", required=True, help="where to write <task>.tsv files")
+            _add_predict_arguments(command)
+    _add_stage_commands(commands)
+    _add_distill_command(commands)
     return parser
+
+
+def _add_distill_command(commands) -> None:
+    distill = commands.add_parser("distill", help="train a student on an ensemble of teacher checkpoints' soft targets")
+    distill.add_argument("config", help="YAML config of the student (its tasks, data and training)")
+    distill.add_argument("--teachers", required=True, help="comma-separated teacher checkpoint directories")
+    distill.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set train.distillation.weight=0.7 (repeatable)")
+    distill.add_argument("--overwrite", action="store_true", help="replace an existing run and its soft targets")
+    distill.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+
+
+def _add_predict_arguments(predict: argparse.ArgumentParser) -> None:
+    predict.add_argument("--output-dir", help="where to write <task>.tsv files (or the GLUE submission)")
+    predict.add_argument("--glue-submission", action="store_true",
+                         help="with --split test: write the GLUE leaderboard files and submission.zip")
+    predict.add_argument("--fill-missing", action="store_true",
+                         help="with --glue-submission: constant placeholder files for tasks without a head")
+    predict.add_argument("--task", help="with --input: the task to predict")
+    predict.add_argument("--input", help="a .tsv (with header) or .jsonl file of texts to predict, or - for stdin")
+    predict.add_argument("--input-format", choices=("tsv", "jsonl"), help="format of --input (default: its extension)")
+    predict.add_argument("--output", help="with --input: file to write (default: stdout)")
+    predict.add_argument("--format", choices=("tsv", "jsonl"), help="with --input: output format (default: the "
+                         "input's)")
+
+
+def _add_stage_commands(commands) -> None:
+    pretrain = commands.add_parser("pretrain", help="stage 1: masked-LM pre-training of the encoder on plain text")
+    pretrain.add_argument("config", help="YAML pre-training config")
+    finetune = commands.add_parser("finetune", help="stage 3: fine-tune a multi-task checkpoint on one task")
+    finetune.add_argument("checkpoint", help="multi-task checkpoint directory (a run's best/ or last)")
+    finetune.add_argument("config", nargs="?", help="YAML config for stage 3 (default: the checkpoint's config)")
+    finetune.add_argument("--task", required=True, help="the task to fine-tune")
+    for command in (pretrain, finetune):
+        command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a config key, e.g. --set train.max_steps=20 (repeatable)")
+        command.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
+        command.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+    export = commands.add_parser("export", help="write one task as an AutoModelForSequenceClassification directory")
+    export.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last)")
+    export.add_argument("output_dir", help="directory to write")
+    export.add_argument("--task", required=True, help="the task whose head becomes the classifier")
 
 
 def _load_for_inference(args):
@@ -83,6 +127,12 @@ def run_evaluate(args) -> int:
 def run_predict(args) -> int:
     from mtdnn.evaluation import predictions_from_logits, task_logits
 
+    if args.input is not None:
+        return _predict_input(args)
+    if not args.output_dir:
+        raise MTDNNError("mtdnn predict needs --output-dir (or --task NAME --input FILE for your own texts).")
+    if args.glue_submission:
+        return _predict_glue_submission(args)
     model, data, batch_size = _load_for_inference(args)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -108,10 +158,92 @@ def run_train(args) -> int:
     from mtdnn.training import train
 
     config = load_config(args.config, args.overrides)
+    from accelerate import PartialState
+
     output_dir = train(config, overwrite=args.overwrite, resume=args.resume)
+    if PartialState().is_main_process:  # under `accelerate launch`, print once
+        state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
+        print(json.dumps({"output_dir": str(output_dir), "step": state["step"],
+                          "dev_metrics": state.get("dev_metrics")}, indent=2))
+    return 0
+
+
+def _predict_input(args) -> int:
+    from mtdnn.inference import Predictor, read_inputs, write_predictions
+
+    if not args.task:
+        raise MTDNNError("--input needs --task NAME: the task whose head predicts the texts.")
+    predictor = Predictor.from_pretrained(args.checkpoint)
+    if args.batch_size:
+        predictor.batch_size = args.batch_size
+    task = predictor.task(args.task)
+    ids, texts, input_format = read_inputs(args.input, task, args.input_format)
+    predictions = predictor.predict(args.task, texts)
+    output_format = args.format or input_format
+    if args.output:
+        with open(args.output, "w", newline="") as handle:
+            write_predictions(handle, task, ids, predictions, output_format)
+        print(json.dumps({"output": args.output, "rows": len(predictions)}))
+    else:
+        write_predictions(sys.stdout, task, ids, predictions, output_format)
+    return 0
+
+
+def _predict_glue_submission(args) -> int:
+    from dataclasses import asdict
+
+    import torch
+
+    from mtdnn.checkpoint import load_checkpoint
+    from mtdnn.submission import ZIP_NAME, write_submission
+
+    if args.split != "test" or args.tasks:
+        raise MTDNNError("--glue-submission predicts every GLUE test set: use it with --split test and without "
+                         "--tasks.")
+    model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
+    if args.data_dir:
+        config.data.glue_dir = args.data_dir
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # QQP's test set alone is 390k pairs
+    report = write_submission(model.to(device), tokenizer, config.data, args.output_dir,
+                              args.batch_size or config.train.eval_batch_size, args.fill_missing, device)
+    print(json.dumps({"zip": str(Path(args.output_dir) / ZIP_NAME), "files": [asdict(entry) for entry in report]},
+                     indent=2))
+    return 0
+
+
+def run_pretrain(args) -> int:
+    from accelerate import PartialState
+
+    from mtdnn.pretrain_config import load_pretrain_config
+    from mtdnn.pretraining import pretrain
+
+    result = pretrain(load_pretrain_config(args.config, args.overrides), overwrite=args.overwrite, resume=args.resume)
+    if PartialState().is_main_process:  # under `accelerate launch`, print once
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_finetune(args) -> int:
+    from mtdnn.finetuning import finetune
+
+    output_dir = finetune(args.checkpoint, args.task, args.config, args.overrides, args.overwrite, args.resume)
     state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
-    print(json.dumps({"output_dir": str(output_dir), "step": state["step"],
+    print(json.dumps({"output_dir": str(output_dir), "task": args.task, "step": state["step"],
                       "dev_metrics": state.get("dev_metrics")}, indent=2))
+    return 0
+
+
+def run_export(args) -> int:
+    from mtdnn.checkpoint import load_checkpoint
+    from mtdnn.export import export_task
+    from mtdnn.tasks import GLUE_TASKS
+
+    model, tokenizer, _, _ = load_checkpoint(args.checkpoint)
+    task = model.tasks.get(args.task) or GLUE_TASKS.get(args.task)
+    if task is None:
+        raise MTDNNError(f"unknown task `{args.task}`; this checkpoint has heads for {', '.join(model.heads)}.")
+    difference = export_task(model, tokenizer, task, args.output_dir)
+    print(json.dumps({"output_dir": args.output_dir, "task": args.task, "max_logit_difference": difference}))
     return 0
 
 
@@ -125,7 +257,20 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-COMMANDS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict}
+def run_distill(args) -> int:
+    from mtdnn.config import load_config
+    from mtdnn.distillation import distill
+
+    config = load_config(args.config, args.overrides)
+    output_dir = distill(config, _task_list(args.teachers), overwrite=args.overwrite, resume=args.resume)
+    state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
+    print(json.dumps({"output_dir": str(output_dir), "step": state["step"], "dev_metrics": state.get("dev_metrics"),
+                      "soft_targets": config.train.distillation.soft_targets}, indent=2))
+    return 0
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "pretrain": run_pretrain,
+            "finetune": run_finetune, "export": run_export, "distill": run_distill}
 
 
 def main(argv: list[str] | None = None) -> int:

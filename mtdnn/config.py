@@ -26,6 +26,20 @@ class ModelSettings:
     """Build the encoder from its config with random weights instead of loading the weights."""
     attn_implementation: str | None = None
     """Attention kernel passed to transformers (`sdpa`, `eager`); None lets transformers choose."""
+    task_embeddings: bool = False
+    """ERNIE 2.0: add a learned per-task vector to the input embeddings (saved with the encoder)."""
+    sharing: Literal["hard", "soft"] = "hard"
+    """`hard`: one encoder for all tasks (MT-DNN); `soft`: one encoder per group of tasks, tied by an L2 penalty."""
+    encoder_groups: list[Any] | None = None
+    """Soft sharing: lists of tasks that share one encoder; a task not listed gets its own."""
+    sharing_weight: float = 1.0e-3
+    """Soft sharing: lambda of the penalty lambda * sum_t ||theta_t - theta_mean||^2."""
+
+    def __post_init__(self) -> None:
+        if self.sharing_weight < 0:
+            raise MTDNNError(f"model.sharing_weight must be at least 0, got {self.sharing_weight}.")
+        if self.encoder_groups and self.sharing != "soft":
+            raise MTDNNError("model.encoder_groups is set but model.sharing is `hard`; set `model.sharing: soft`.")
 
 
 @dataclass
@@ -44,6 +58,71 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
             raise MTDNNError(f"data.max_seq_length must be at least 8, got {self.max_seq_length}.")
+
+
+SAMPLING_STRATEGIES = ("proportional", "uniform", "temperature", "annealed_temperature", "main_task_ratio",
+                       "continual")
+
+
+@dataclass
+class SamplingSettings:
+    strategy: Literal[SAMPLING_STRATEGIES] = "proportional"
+    """Which task each step trains (see mtdnn/sampling.py); `proportional` is MT-DNN's: every batch once per epoch."""
+    temperature: float = 2.0
+    """`temperature`: p_t proportional to n_t^(1/T); `annealed_temperature`: the T reached at the end (from T=1)."""
+    main_task: str | None = None
+    """`main_task_ratio`: the task whose batches are all kept."""
+    ratio: float = 1.0
+    """`main_task_ratio`: the other tasks' batches per epoch, at most ratio x the main task's."""
+    stages: list[Any] | None = None
+    """`continual`: the tasks each stage adds, e.g. [[rte], [mrpc, stsb]]; earlier tasks keep training."""
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise MTDNNError(f"train.sampling.temperature must be positive, got {self.temperature}.")
+        if self.ratio < 0:
+            raise MTDNNError(f"train.sampling.ratio must be at least 0, got {self.ratio}.")
+        if self.strategy == "main_task_ratio" and not self.main_task:
+            raise MTDNNError("train.sampling.strategy main_task_ratio needs train.sampling.main_task.")
+        if self.strategy == "continual" and not self.stages:
+            raise MTDNNError("train.sampling.strategy continual needs train.sampling.stages (lists of tasks).")
+
+
+@dataclass
+class AdversarialSettings:
+    weight: float = 0.0
+    """alpha: weight of SMART's smoothness loss (0: off; the SMART paper uses 1 to 5 for BERT)."""
+    epsilon: float = 1.0e-3
+    """Radius of the max-norm ball the embedding perturbation stays in."""
+    step_size: float = 1.0e-3
+    """eta: size of each (normalised) ascent step."""
+    noise: float = 1.0e-5
+    """sigma: standard deviation of the random start."""
+    steps: int = 1
+    """Ascent steps per batch."""
+
+    def __post_init__(self) -> None:
+        for key in ("weight", "epsilon", "step_size", "noise"):
+            if getattr(self, key) < 0:
+                raise MTDNNError(f"train.adversarial.{key} must be at least 0, got {getattr(self, key)}.")
+        if self.steps < 1:
+            raise MTDNNError(f"train.adversarial.steps must be at least 1, got {self.steps}.")
+
+
+@dataclass
+class DistillationSettings:
+    soft_targets: str | None = None
+    """Directory of `<task>.safetensors` teacher logits (written by `mtdnn distill`); null: no distillation."""
+    weight: float = 0.5
+    """Share of the soft-target loss: (1 - weight) * hard-label loss + weight * soft-target loss."""
+    temperature: float = 1.0
+    """T: teachers and student are softened as softmax(logits / T)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise MTDNNError(f"train.distillation.weight must be in [0, 1], got {self.weight}.")
+        if self.temperature <= 0:
+            raise MTDNNError(f"train.distillation.temperature must be positive, got {self.temperature}.")
 
 
 @dataclass
@@ -84,6 +163,12 @@ class TrainSettings:
     """How many of the newest `checkpoints/step-N` directories to keep (`best/` is kept apart)."""
     skip_nonfinite_batches: bool = False
     """On a NaN/inf loss skip that batch (with a warning) instead of stopping the run."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """Task sampling strategy."""
+    adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
+    """SMART adversarial regularisation (off unless `weight` > 0)."""
+    distillation: DistillationSettings = field(default_factory=DistillationSettings)
+    """Knowledge distillation from teachers' soft targets (off unless `soft_targets` is set)."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps",

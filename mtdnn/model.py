@@ -1,7 +1,12 @@
-"""MTDNNModel: one shared encoder (hard parameter sharing) and one small head per task."""
+"""MTDNNModel: one shared encoder (hard parameter sharing) and one small head per task.
+
+Options of the multi-task toolbox: SAN heads read the token states; ERNIE 2.0 task embeddings are added to the
+input embeddings (`mtdnn.task_embeddings`); soft sharing gives groups of tasks their own encoders (`mtdnn.sharing`).
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +16,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from mtdnn import task_embeddings
 from mtdnn.errors import MTDNNError
-from mtdnn.heads import HEADS
+from mtdnn.heads import SANHead, build_head
 from mtdnn.losses import LOSSES
 from mtdnn.pretrained import load_encoder
+from mtdnn.sharing import soft_sharing_penalty
 from mtdnn.tasks import TaskSpec
 
 WEIGHTS_FILE = "model.safetensors"
@@ -26,10 +33,13 @@ FORMAT_VERSION = 1
 class TaskOutput:
     loss: torch.Tensor | None
     logits: torch.Tensor  # (batch, num_labels); regression (batch, 1); ranking (batch, group_size)
+    sharing_penalty: torch.Tensor | None = None  # soft sharing's L2 tie, when asked for
 
 
 class MTDNNModel(nn.Module):
-    def __init__(self, encoder: nn.Module, tasks: dict[str, TaskSpec]):
+    def __init__(self, encoder: nn.Module, tasks: dict[str, TaskSpec], encoder_groups: list[list[str]] | None = None,
+                 use_task_embeddings: bool = False):
+        """`encoder_groups` (soft sharing): the first group uses `encoder`, each other group a copy of it."""
         super().__init__()
         self.encoder = encoder
         self.tasks = dict(tasks)
@@ -39,14 +49,23 @@ class MTDNNModel(nn.Module):
             raise MTDNNError(f"task `{orphans[0].name}` is predicted by the head of `{orphans[0].head}`: "
                              f"list `{orphans[0].head}` in `tasks` too.")
         self.heads = nn.ModuleDict({
-            name: HEADS[task.type](task, hidden_size) for name, task in tasks.items() if task.head is None
+            name: build_head(task, hidden_size) for name, task in tasks.items() if task.head is None
         })
+        if use_task_embeddings or task_embeddings.table_of(encoder) is not None:
+            task_embeddings.attach(encoder, self.heads)
+        self.encoder_groups = [list(group) for group in encoder_groups] if encoder_groups else None
+        # Keyed by each group's first task; the first group's encoder is `self.encoder` (the same state-dict names
+        # as under hard sharing), so nothing changes for a model without groups.
+        self.group_encoders = nn.ModuleDict({group[0]: copy.deepcopy(encoder) for group in (encoder_groups or [])[1:]})
+        self.encoder_of = {name: group[0] for group in (encoder_groups or [])[1:] for name in group}
 
     @classmethod
     def from_encoder(cls, name_or_path: str, tasks: dict[str, TaskSpec], from_scratch: bool = False,
-                     attn_implementation: str | None = None) -> "MTDNNModel":
+                     attn_implementation: str | None = None, encoder_groups: list[list[str]] | None = None,
+                     use_task_embeddings: bool = False) -> "MTDNNModel":
         """A new multi-task model on a pre-trained (or randomly initialised) encoder, with fresh heads."""
-        return cls(load_encoder(name_or_path, from_scratch, attn_implementation), tasks)
+        return cls(load_encoder(name_or_path, from_scratch, attn_implementation), tasks, encoder_groups,
+                   use_task_embeddings)
 
     def head_task(self, head_name: str) -> TaskSpec:
         """The task that owns head `head_name` (a task's `head_name`: itself, or e.g. `mnli` for `ax`)."""
@@ -54,31 +73,69 @@ class MTDNNModel(nn.Module):
             raise MTDNNError(f"this model has no head `{head_name}`; it has heads for {', '.join(self.heads)}.")
         return self.tasks[head_name]
 
-    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """The sentence representation: BERT's pooled [CLS] where the encoder has a pooler, else [CLS]."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def encoder_for(self, head_name: str) -> nn.Module:
+        """The encoder that task `head_name` runs through (the shared one, unless soft sharing gave it another)."""
+        return self.group_encoders[self.encoder_of[head_name]] if head_name in self.encoder_of else self.encoder
+
+    def encoders(self) -> list[nn.Module]:
+        return [self.encoder, *self.group_encoders.values()]
+
+    def sharing_penalty(self) -> torch.Tensor:
+        """Soft sharing's sum_t ||theta_t - theta_mean||^2 over the encoders; 0 under hard sharing."""
+        return soft_sharing_penalty(self.encoders())
+
+    def embed(self, head_name: str, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word embeddings of `input_ids` in task `head_name`'s encoder (what SMART perturbs). (..., hidden)"""
+        return self.encoder_for(head_name).get_input_embeddings()(input_ids)
+
+    def encoder_outputs(self, input_ids, attention_mask, token_type_ids=None, head_name: str | None = None,
+                        inputs_embeds=None):
+        """The encoder's outputs; with task embeddings, the task's vector is added to the word embeddings."""
+        encoder = self.encoder_for(head_name) if head_name is not None else self.encoder
+        table = task_embeddings.table_of(encoder)
+        if table is not None and head_name is not None:
+            if inputs_embeds is None:
+                inputs_embeds = encoder.get_input_embeddings()(input_ids)
+            inputs_embeds = inputs_embeds + table(head_name)  # (batch, seq, hidden)
+        inputs = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        outputs = self.encoder(**inputs)
+        return encoder(**inputs)
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None, head_name: str | None = None,
+               inputs_embeds=None) -> torch.Tensor:
+        """The sentence representation: BERT's pooled [CLS] where the encoder has a pooler, else [CLS]."""
+        outputs = self.encoder_outputs(input_ids, attention_mask, token_type_ids, head_name, inputs_embeds)
         pooled = getattr(outputs, "pooler_output", None)
         return pooled if pooled is not None else outputs.last_hidden_state[:, 0]  # (batch, hidden)
 
-    def forward(self, head_name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def forward(self, head_name: str, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                candidate_mask: torch.Tensor | None = None) -> TaskOutput:
+                candidate_mask: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                sharing_penalty: bool = False) -> TaskOutput:
+        """`inputs_embeds` (the word embeddings, e.g. perturbed by SMART) may replace `input_ids`. The soft-sharing
+        penalty is computed here when asked for, inside `forward`, where DDP expects every use of a parameter."""
         task = self.head_task(head_name)
         head = self.heads[task.name]
         if task.type == "ranking":  # (batch, group_size, seq) -> one score per (query, candidate)
-            batch, group_size, _ = input_ids.shape
-            flat = {"input_ids": input_ids.flatten(0, 1), "attention_mask": attention_mask.flatten(0, 1),
-                    "token_type_ids": token_type_ids.flatten(0, 1) if token_type_ids is not None else None}
-            logits = head(self.encode(**flat)).view(batch, group_size)  # (batch, group_size)
+            batch, group_size = attention_mask.shape[:2]
+            flatten = lambda tensor: tensor.flatten(0, 1) if tensor is not None else None  # noqa: E731
+            flat = {"input_ids": flatten(input_ids), "attention_mask": flatten(attention_mask),
+                    "token_type_ids": flatten(token_type_ids), "inputs_embeds": flatten(inputs_embeds)}
+            logits = head(self.encode(**flat, head_name=task.name)).view(batch, group_size)  # (batch, group_size)
             if candidate_mask is not None:
                 logits = logits.masked_fill(~candidate_mask, float("-inf"))
+        elif isinstance(head, SANHead):  # reads the token states of premise and hypothesis, not a pooled vector
+            states = self.encoder_outputs(input_ids, attention_mask, token_type_ids, task.name, inputs_embeds)
+            logits = head(states.last_hidden_state, attention_mask, token_type_ids)
         else:
-            logits = head(self.encode(input_ids, attention_mask, token_type_ids))
+            logits = head(self.encode(input_ids, attention_mask, token_type_ids, task.name, inputs_embeds))
         loss = LOSSES[task.type](logits, labels) if labels is not None else None
-        return TaskOutput(loss=loss, logits=logits)
+        return TaskOutput(loss=loss, logits=logits, sharing_penalty=self.sharing_penalty() if sharing_penalty else None)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Weights (safetensors), the encoder's config and the task table; no pickles."""
@@ -89,6 +146,7 @@ class MTDNNModel(nn.Module):
         save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt", "mtdnn_version": str(FORMAT_VERSION)})
         (directory / TASKS_FILE).write_text(json.dumps({
             "format_version": FORMAT_VERSION, "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
+            **({"encoder_groups": self.encoder_groups} if self.encoder_groups else {}),
         }, indent=2))
 
     @classmethod
@@ -108,8 +166,11 @@ class MTDNNModel(nn.Module):
                 f"version {FORMAT_VERSION}; use the mtdnn release that wrote it."
             )
         tasks = {name: TaskSpec.from_dict(values) for name, values in table["tasks"].items()}
-        model = cls(AutoModel.from_config(AutoConfig.from_pretrained(directory)), tasks)
         state = load_file(directory / WEIGHTS_FILE)
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        if task_embeddings.names_in_state(state, "encoder."):
+            task_embeddings.attach(encoder, task_embeddings.names_in_state(state, "encoder."))
+        model = cls(encoder, tasks, table.get("encoder_groups"))
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise MTDNNError(

@@ -158,6 +158,8 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
             raise MTDNNError(f"task `{task.name}`: no file for split `{split}` in `data_files`.")
         path = Path(task.data_files[split]).expanduser()
         records = _read_local_file(path)
+        if task.type == "ranking":
+            records = expand_candidate_lists(records, task, str(path))
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
                                       str(path))
     elif task.glue is not None and glue_dir is not None and (glue_dir / task.glue.files[split]).is_file():
@@ -178,6 +180,11 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
             ) from None
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
                                       f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]")
+    elif task.glue is not None and split in task.glue.files:
+        where = (glue_dir / task.glue.files[split] if glue_dir
+                 else "no GLUE directory (set `data.glue_dir` or $GLUE_DIR)")
+        raise MTDNNError(f"cannot load the `{split}` split of task `{task.name}`: it is read from the GLUE files only, "
+                         f"and {where} is not there.")
     else:
         raise MTDNNError(f"task `{task.name}` has no data source: give `data_files` or `hub_dataset`.")
     if task.type == "ranking":
@@ -196,7 +203,11 @@ def group_candidates(columns: dict[str, list], task: TaskSpec) -> dict[str, list
     grouped: dict[str, list] = {"idx": [], "text_a": [], "candidates": []}
     if "label" in columns:
         grouped["label"] = []
+    skipped = 0
     for query, group in groups.items():
+        if "label" in columns and task.skip_invalid_groups and (sum(group["labels"]) != 1 or len(group["labels"]) < 2):
+            skipped += 1
+            continue
         grouped["idx"].append(group["idx"])
         grouped["text_a"].append(query)
         grouped["candidates"].append(group["candidates"])
@@ -207,4 +218,36 @@ def group_candidates(columns: dict[str, list], task: TaskSpec) -> dict[str, list
                     "a ranking group needs exactly one."
                 )
             grouped["label"].append(group["labels"].index(1))
+    if skipped:
+        logger.info("task %s: kept %d queries, skipped %d without exactly one positive among two or more candidates",
+                    task.name, len(grouped["idx"]), skipped)
     return grouped
+
+
+def expand_candidate_lists(records: list[dict], task: TaskSpec, source: str) -> list[dict]:
+    """The grouped ranking format, one query per record: `{"question": q, "answer": [c0, c1, ...], "label": 2}`
+    (the label is the positive's position), as one record per (query, candidate) with a 0/1 label.
+    Records whose candidate column holds a single text pass through unchanged."""
+    query_column, candidate_column = task.text_columns
+    expanded = []
+    for number, record in enumerate(records):
+        candidates = record.get(candidate_column)
+        if not isinstance(candidates, list):
+            expanded.append(record)
+            continue
+        where = f"{source}, line {record.get(LINE, number + 1)}"
+        positive = record.get(task.label_column)
+        if not candidates:
+            raise MTDNNError(f"{where}: `{candidate_column}` is an empty list; a query needs candidates.")
+        if positive is not None and (isinstance(positive, bool) or not isinstance(positive, int)
+                                     or not 0 <= positive < len(candidates)):
+            raise MTDNNError(f"{where}: `{task.label_column}` must be the position of the positive candidate "
+                             f"(0..{len(candidates) - 1}), got {positive!r}.")
+        for position, candidate in enumerate(candidates):
+            row = {**record, candidate_column: candidate}
+            if positive is not None:
+                row[task.label_column] = int(position == positive)
+            if task.index_column and task.index_column not in record:
+                row[task.index_column] = number
+            expanded.append(row)
+    return expanded

@@ -16,6 +16,9 @@ TASK_TYPES = ("single_classification", "pair_classification", "regression", "ran
 
 METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
 
+ANSWER_MODULES = ("linear", "san")
+"""What turns a task's encoder output into logits: the paper's linear head, or SAN (paper section 3.2)."""
+
 
 @dataclass(frozen=True)
 class GlueFiles:
@@ -63,6 +66,14 @@ class TaskSpec:
     """Column with example ids, written in prediction files; rows are numbered where absent."""
     group_column: str | None = None
     """Ranking only: rows sharing this column's value are one query's candidates."""
+    skip_invalid_groups: bool = False
+    """Ranking only: drop queries without exactly one positive among two or more candidates, instead of failing."""
+    answer_module: str = "linear"
+    """`linear` (dropout + linear on the pooled [CLS]) or `san` (stochastic answer network; pair classification)."""
+    san_steps: int = 5
+    """SAN: reasoning steps K."""
+    san_step_dropout: float = 0.1
+    """SAN: probability of dropping one step's prediction in training (at least one step is always kept)."""
     glue: GlueFiles | None = None
     """Where the task lives in a classic GLUE directory."""
     submission_file: str | None = None
@@ -90,6 +101,16 @@ class TaskSpec:
             raise MTDNNError(f"{where}: unknown metric {unknown[0]!r}; use some of {', '.join(METRICS)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise MTDNNError(f"{where}: dropout must be in [0, 1), got {self.dropout}.")
+        if self.answer_module not in ANSWER_MODULES:
+            raise MTDNNError(f"{where}: unknown answer_module {self.answer_module!r}; use one of "
+                             f"{', '.join(ANSWER_MODULES)}.")
+        if self.answer_module == "san" and self.type != "pair_classification":
+            raise MTDNNError(f"{where}: answer_module san reads a premise and a hypothesis; it needs a "
+                             f"pair_classification task, not {self.type}.")
+        if isinstance(self.san_steps, bool) or not isinstance(self.san_steps, int) or self.san_steps < 1:
+            raise MTDNNError(f"{where}: san_steps must be a whole number of at least 1, got {self.san_steps!r}.")
+        if not isinstance(self.san_step_dropout, (int, float)) or not 0.0 <= self.san_step_dropout < 1.0:
+            raise MTDNNError(f"{where}: san_step_dropout must be in [0, 1), got {self.san_step_dropout!r}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -173,6 +194,15 @@ GLUE_TASKS: dict[str, TaskSpec] = {
               ("sentence1", "sentence2"), None, "AX.tsv", head="mnli", splits={"test": "test"}),
     )
 }
+# QNLI as the paper's ranking task (section 4.2): the GLUE v2 rows grouped by question; only questions with exactly
+# one answer sentence among two or more candidates are kept. Read from the GLUE TSV files only: the hub's integer
+# labels put `entailment` (the positive) at 0, which the ranking reader would take for a negative.
+GLUE_TASKS["qnli_ranking"] = TaskSpec(
+    name="qnli_ranking", type="ranking", text_columns=("question", "sentence"),
+    label_names=("not_entailment", "entailment"), metrics=("accuracy",), skip_invalid_groups=True,
+    glue=GlueFiles(files={split: f"QNLI/{split}.tsv" for split in ("train", "dev", "test")},
+                   text_columns=("question", "sentence"), label_column="label"),
+)
 
 
 def resolve_tasks(entries: list) -> dict[str, TaskSpec]:

@@ -26,8 +26,11 @@ from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
 from mtdnn.metrics import task_score
 from mtdnn.model import MTDNNModel
+from mtdnn.objective import Objective
 from mtdnn.pretrained import load_tokenizer
-from mtdnn.sampling import MultiTaskSchedule
+from mtdnn.sampling import build_schedule
+from mtdnn.sharing import resolve_groups
+from mtdnn.task_embeddings import attach
 from mtdnn.tasks import resolve_tasks
 
 logger = logging.getLogger(__name__)
@@ -119,19 +122,23 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     if resume_from is not None:
         model = MTDNNModel.from_pretrained(resume_from)
     elif model is None:
+        groups = resolve_groups(tasks, config.model.encoder_groups) if config.model.sharing == "soft" else None
         model = MTDNNModel.from_encoder(config.model.name_or_path, tasks, config.model.from_scratch,
-                                        config.model.attn_implementation)
+                                        config.model.attn_implementation, groups, config.model.task_embeddings)
+    elif config.model.task_embeddings:  # a given model (fine-tuning) gets vectors for its tasks where it lacks them
+        for encoder in model.encoders():
+            attach(encoder, model.heads)
     train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.max_train_samples)
                   for name, task in tasks.items() if "train" in (task.data_files or task.splits)}
     dev_data = {name: load_task_data(task, "dev", tokenizer, config.data, config.data.max_eval_samples)
                 for name, task in tasks.items() if "dev" in (task.data_files or task.splits)}
     if not train_data:
         raise MTDNNError("none of the tasks in `tasks` has a `train` split; nothing to train on.")
-    schedule = MultiTaskSchedule({name: data.lengths() for name, data in train_data.items()},
-                                 settings.batch_size * accelerator.num_processes, settings.seed)
-    updates_per_epoch = max(1, schedule.batches_per_epoch() // settings.gradient_accumulation_steps)
-    total_updates = settings.max_steps or updates_per_epoch * settings.epochs
-    epochs = math.ceil(total_updates / updates_per_epoch)
+    schedule, epochs, total_updates = build_schedule(
+        settings.sampling, {name: data.lengths() for name, data in train_data.items()},
+        settings.batch_size * accelerator.num_processes, settings.seed, settings.epochs, settings.max_steps,
+        settings.gradient_accumulation_steps)
+    objective = Objective.build(config, train_data)
 
     optimizer = build_optimizer(model, settings)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_updates), total_updates)
@@ -152,7 +159,10 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
         state = {"epoch": at.epoch, "step": at.step}
         score = None
         if evaluate:
-            results = {name: evaluate_task(model, data, settings.eval_batch_size, accelerator.device,
+            # DDP broadcasts buffers in every forward call, and the processes evaluate different numbers of
+            # batches: evaluate with the module inside (no collective but the final gather).
+            evaluated = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+            results = {name: evaluate_task(evaluated, data, settings.eval_batch_size, accelerator.device,
                                            accelerator.process_index, accelerator.num_processes)
                        for name, data in dev_data.items()}
             score = sum(task_score(m) for m in results.values()) / max(1, len(results))
@@ -179,10 +189,11 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
             while at.batch_in_epoch < len(steps) and at.step < total_updates:
                 task_name, indices = steps[at.batch_in_epoch]
                 at.batch_in_epoch += 1
-                batch = train_data[task_name].collate(indices[accelerator.process_index :: accelerator.num_processes])
-                batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+                positions = indices[accelerator.process_index :: accelerator.num_processes]
+                batch = {key: value.to(accelerator.device)
+                         for key, value in train_data[task_name].collate(positions).items()}
                 with accelerator.accumulate(model):
-                    loss = model(task_name, **batch).loss
+                    loss = objective(model, accelerator.unwrap_model(model), task_name, batch, positions)
                     if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all():
                         if not settings.skip_nonfinite_batches:
                             raise MTDNNError(

@@ -109,3 +109,28 @@ def needs_glue(*relative: str):
     """Skip a test when the GLUE files it reads are absent."""
     missing = [name for name in relative if not (GLUE_DIR / name).is_file()]
     return pytest.mark.skipif(bool(missing), reason=f"GLUE data absent: {GLUE_DIR}/{missing[0] if missing else ''}")
+
+
+def make_checkpoint(directory: Path, model_dir: Path, tasks: list, max_seq_length: int = 32) -> Path:
+    """An untrained mtdnn checkpoint (random heads) on the model in `model_dir`: fast, and enough to test
+    everything downstream of training (predict, submission files, export)."""
+    import torch
+
+    from mtdnn.checkpoint import save_checkpoint
+    from mtdnn.config import build_settings, Config
+    from mtdnn.model import MTDNNModel
+    from mtdnn.pretrained import load_tokenizer
+    from mtdnn.tasks import resolve_tasks
+
+    config = build_settings(Config, {"model": {"name_or_path": str(model_dir)}, "tasks": tasks,
+                                     "data": {"max_seq_length": max_seq_length}, "output_dir": str(directory)})
+    torch.manual_seed(0)
+    model = MTDNNModel.from_encoder(str(model_dir), resolve_tasks(config.tasks))
+    save_checkpoint(directory / "best", model, load_tokenizer(str(model_dir)), config, {"step": 0})
+    return directory / "best"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model_dir, task_files, tmp_path_factory) -> Path:
+    """An untrained checkpoint of the tiny BERT with heads for the four own tasks."""
+    return make_checkpoint(tmp_path_factory.mktemp("checkpoint"), tiny_model_dir, list(task_files.values()))

@@ -1,0 +1,136 @@
+"""Knowledge distillation for multi-task learning (MT-DNN-KD, Liu et al. 2019b): soft targets from teachers.
+
+`mtdnn distill CONFIG --teachers A,B` runs every teacher checkpoint (any mtdnn checkpoints with a head for the
+task) over each task's training split, stores their logits per task in `<output_dir>/soft_targets/<task>.safetensors`
+(`idx`: the examples' ids; `logits`: (teachers, examples, outputs)), then trains the student of CONFIG with
+`train.distillation.soft_targets` pointing there. The soft-target loss itself is `losses.distillation_loss`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mtdnn.config import Config
+from mtdnn.data import TaskData, load_task_data
+from mtdnn.errors import MTDNNError
+from mtdnn.tasks import TaskSpec, resolve_tasks
+
+logger = logging.getLogger(__name__)
+
+SOFT_TARGETS = "soft_targets"
+"""Directory of the soft-target files inside a distillation run."""
+
+
+def soft_target_file(directory: str | Path, task_name: str) -> Path:
+    return Path(directory) / f"{task_name}.safetensors"
+
+
+def _aligned(idx: list, logits: np.ndarray, order: list, teacher: str) -> np.ndarray:
+    """`logits` rows (in `idx` order) in the order of `order` (another teacher's `idx`)."""
+    row_of = {value: row for row, value in enumerate(idx)}
+    missing = [value for value in order if value not in row_of]
+    if missing or len(row_of) != len(idx):
+        raise MTDNNError(f"teacher {teacher} sees other training examples (ids) than the first teacher "
+                         f"(e.g. idx {missing[:1] or 'duplicated'}); give all teachers the same data.")
+    return logits[[row_of[value] for value in order]]
+
+
+@torch.inference_mode()
+def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
+                   config: Config) -> dict[str, tuple[list, np.ndarray]]:
+    """For each task some teacher has a head for: the training examples' ids and the logits of every teacher
+    with that head, (teachers, examples, outputs); padded ranking candidates are -inf."""
+    from mtdnn.checkpoint import load_checkpoint
+    from mtdnn.evaluation import task_logits
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    found: dict[str, list[tuple[list, np.ndarray, str]]] = {}
+    for directory in teachers:
+        model, tokenizer, teacher_config, _ = load_checkpoint(directory)
+        model.to(device)
+        data_settings = dataclasses.replace(config.data, max_seq_length=teacher_config.data.max_seq_length)
+        for name, task in tasks.items():
+            if task.head_name not in model.heads:
+                continue
+            head = model.head_task(task.head_name)
+            if (head.type, head.num_labels) != (task.type, task.num_labels):
+                raise MTDNNError(f"teacher {directory}: its head `{head.name}` is {head.type} with {head.num_labels} "
+                                 f"output(s), but task `{name}` is {task.type} with {task.num_labels}.")
+            data = load_task_data(task, "train", tokenizer, data_settings, config.data.max_train_samples)
+            logits = task_logits(model, data, config.train.eval_batch_size, device)
+            found.setdefault(name, []).append((data.idx, logits, str(directory)))
+        del model
+    result = {}
+    for name, runs in found.items():
+        order = runs[0][0]
+        width = max(logits.shape[1] for _, logits, _ in runs)
+        stacked = np.full((len(runs), len(order), width), -np.inf, dtype=np.float32)
+        for k, (idx, logits, teacher) in enumerate(runs):
+            stacked[k, :, : logits.shape[1]] = _aligned(idx, logits, order, teacher)
+        result[name] = (order, stacked)
+    return result
+
+
+def write_soft_targets(directory: Path, task: TaskSpec, idx: list, logits: np.ndarray, teachers: list[Path]) -> Path:
+    path = soft_target_file(directory, task.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"task": task.name, "type": task.type, "teachers": json.dumps([str(t) for t in teachers])}
+    tensors = {"idx": torch.tensor(idx, dtype=torch.int64), "logits": torch.from_numpy(np.ascontiguousarray(logits))}
+    save_file(tensors, path, metadata=metadata)
+    return path
+
+
+def read_soft_targets(directory: str | Path, data: TaskData) -> torch.Tensor | None:
+    """The teachers' logits for the examples of `data`, in its order, (teachers, examples, outputs); None when
+    `directory` has no file for the task."""
+    path = soft_target_file(directory, data.task.name)
+    if not path.is_file():
+        return None
+    with safe_open(path, framework="pt") as handle:
+        idx, logits = handle.get_tensor("idx").tolist(), handle.get_tensor("logits")
+    row_of = {value: row for row, value in enumerate(idx)}
+    missing = [value for value in data.idx if value not in row_of]
+    if missing:
+        raise MTDNNError(f"{path} has no soft targets for example idx {missing[0]} of task `{data.task.name}` "
+                         f"({len(missing)} missing); rebuild them with `mtdnn distill` for this data.")
+    return logits[:, [row_of[value] for value in data.idx]]
+
+
+def _up_to_date(path: Path, teachers: list[Path]) -> bool:
+    if not path.is_file():
+        return False
+    with safe_open(path, framework="pt") as handle:
+        return json.loads(handle.metadata().get("teachers", "[]")) == [str(t) for t in teachers]
+
+
+def distill(config: Config, teachers: list[str | Path], overwrite: bool = False, resume: bool = False) -> Path:
+    """Build (or reuse) the soft targets of the teachers' ensemble, then train the student of `config` on them."""
+    from mtdnn.training import train
+
+    teachers = [Path(t).expanduser().resolve() for t in teachers]
+    if not teachers:
+        raise MTDNNError("mtdnn distill needs at least one teacher checkpoint (--teachers A,B,...).")
+    if (Path(config.output_dir) / "metrics.jsonl").exists() and not (overwrite or resume):
+        raise MTDNNError(f"output directory {config.output_dir} already holds a run (metrics.jsonl); choose another "
+                         "`output_dir`, pass --resume to continue it, or --overwrite to replace it.")
+    directory = Path(config.output_dir) / SOFT_TARGETS
+    tasks = {name: task for name, task in resolve_tasks(config.tasks).items()
+             if "train" in (task.data_files or task.splits)}
+    stale = {name: task for name, task in tasks.items()
+             if overwrite or not _up_to_date(soft_target_file(directory, name), teachers)}
+    if stale:
+        for name, (idx, logits) in teacher_logits(teachers, stale, config).items():
+            logger.info("soft targets for %s: %d examples from %d teacher(s)", name, len(idx), logits.shape[0])
+            write_soft_targets(directory, stale[name], idx, logits, teachers)
+    if not any(soft_target_file(directory, name).is_file() for name in tasks):
+        raise MTDNNError(f"none of the teachers has a head for any of the tasks {', '.join(tasks)}.")
+    config.train.distillation.soft_targets = str(directory)
+    return train(config, overwrite=overwrite, resume=resume)

@@ -1,0 +1,116 @@
+"""Export one task of a multi-task checkpoint as a standard `AutoModelForSequenceClassification` directory.
+
+The encoder's weights go under the classification model's base-model prefix and the task head's output
+layer becomes its classifier. Two head layouts match mtdnn's (pooled [CLS], dropout, linear):
+BERT's `classifier` on the pooler output, and RoBERTa's `classifier.dense` + `classifier.out_proj`, whose
+dense+tanh is the encoder's pooler. The exported model is checked to give mtdnn's logits before it is written.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from mtdnn import task_embeddings
+from mtdnn.errors import MTDNNError
+from mtdnn.model import MTDNNModel
+from mtdnn.tasks import TaskSpec
+
+PROBE = ("The exported model must agree with mtdnn.", "It is checked on this pair of sentences.")
+
+
+def classification_config(model: MTDNNModel, task: TaskSpec):
+    """The encoder's config with the task's labels: id2label/label2id, or one output and problem type regression."""
+    config = copy.deepcopy(model.encoder.config)
+    if task.type.endswith("classification"):
+        labels = list(task.label_names)
+        config.problem_type = "single_label_classification"
+    else:  # regression, and ranking's relevance score: one unbounded output
+        labels = [task.name]
+        config.problem_type = "regression"
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    if hasattr(config, "classifier_dropout"):
+        config.classifier_dropout = task.dropout
+    return config
+
+
+def encoder_state(model: MTDNNModel, head_name: str) -> dict[str, torch.Tensor]:
+    """The weights of the encoder the task runs through, its ERNIE task vector (if any) folded into the word
+    embeddings: E[ids] + v == (E + v)[ids], so a standard model computes the same."""
+    encoder = model.encoder_for(head_name)
+    state = {name: tensor for name, tensor in encoder.state_dict().items()
+             if not name.startswith(f"{task_embeddings.ATTRIBUTE}.")}
+    table = task_embeddings.table_of(encoder)
+    if table is not None and head_name in table.vectors:
+        words = encoder.get_input_embeddings().weight
+        name = next(name for name, parameter in encoder.named_parameters() if parameter is words)
+        state[name] = state[name] + table(head_name).detach()
+    return state
+
+
+def classifier_state(model: MTDNNModel, task: TaskSpec, target_keys: set[str], prefix: str) -> dict[str, torch.Tensor]:
+    """mtdnn's encoder and head weights renamed to the target's layout; an MTDNNError where none matches."""
+    head_module = model.heads[task.head_name]
+    if not hasattr(head_module, "out_proj"):
+        raise MTDNNError(f"cannot export task `{task.name}`: its head is a {type(head_module).__name__}, not the "
+                         "linear head on the pooled [CLS] vector that a sequence-classification model has.")
+    encoder = encoder_state(model, task.head_name)
+    head = head_module.out_proj.state_dict()
+    state = {f"{prefix}.{name}": tensor for name, tensor in encoder.items()}
+    if {"classifier.weight", "classifier.bias"} <= target_keys:  # BERT: classifier(dropout(pooler_output))
+        state.update({f"classifier.{name}": tensor for name, tensor in head.items()})
+    elif {"classifier.dense.weight", "classifier.out_proj.weight"} <= target_keys and "pooler.dense.weight" in encoder:
+        for name in ("weight", "bias"):  # RoBERTa: out_proj(tanh(dense(first token))) = out_proj(pooler_output)
+            state[f"classifier.dense.{name}"] = state.pop(f"{prefix}.pooler.dense.{name}")
+            state[f"classifier.out_proj.{name}"] = head[name]
+    else:
+        classifier = sorted(key for key in target_keys if not key.startswith(f"{prefix}."))
+        raise MTDNNError(
+            f"cannot export a `{model.encoder.config.model_type}` encoder: its sequence-classification head "
+            f"({', '.join(classifier[:4])}) is not mtdnn's pooled-[CLS] + linear head. Export works for "
+            "BERT-style (`classifier`) and RoBERTa-style (`classifier.dense` + `classifier.out_proj`) models."
+        )
+    return state
+
+
+@torch.inference_mode()
+def max_logit_difference(model: MTDNNModel, exported, tokenizer, task: TaskSpec) -> float:
+    """Largest absolute difference of the two models' logits on a probe input (both in eval mode)."""
+    pair = task.type != "single_classification"
+    inputs = tokenizer(PROBE[0], PROBE[1] if pair else None, return_tensors="pt")
+    model.eval()
+    exported.eval()
+    ours = model(task.head_name, **inputs).logits  # (1, num_labels)
+    theirs = exported(**inputs).logits
+    return float((ours - theirs).abs().max())
+
+
+def export_task(model: MTDNNModel, tokenizer, task: TaskSpec, output_dir: str | Path, atol: float = 1e-4) -> float:
+    """Write `output_dir` (weights, config, tokenizer); returns the probe's largest logit difference."""
+    model.head_task(task.head_name)
+    config = classification_config(model, task)
+    exported = AutoModelForSequenceClassification.from_config(config)
+    target_keys = set(exported.state_dict())
+    state = classifier_state(model, task, target_keys, exported.base_model_prefix)
+    result = exported.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise MTDNNError(
+            f"cannot export task `{task.name}`: the {type(exported).__name__} layout does not match the checkpoint "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); export works for models "
+            "whose classifier is mtdnn's head on the pooled [CLS] vector (BERT-style and RoBERTa-style)."
+        )
+    difference = max_logit_difference(model, exported, tokenizer, task)
+    if difference > atol:
+        raise MTDNNError(
+            f"cannot export task `{task.name}`: {type(exported).__name__} with the checkpoint's weights gives logits "
+            f"{difference:.2e} away from mtdnn's on a probe input, so its head computes something else."
+        )
+    output_dir = Path(output_dir)
+    exported.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return difference

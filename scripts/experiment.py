@@ -1,0 +1,196 @@
+"""What the experiment drivers (reproduce.py, transfer.py) share.
+
+One JSON file per finished job (so a re-run skips it), mtdnn runs that resume where they stopped, mean ± std
+over seeds, random training subsets written as task files, and the driver's own section of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mtdnn.config import Config, build_settings
+from mtdnn.sources import glue_dir_from, load_split
+from mtdnn.tasks import resolve_tasks
+from mtdnn.training import train
+
+logger = logging.getLogger(__name__)
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def task_name(entry: str | dict) -> str:
+    """The name of a config `tasks` entry (a GLUE name, or a mapping with `name`)."""
+    return entry if isinstance(entry, str) else entry["name"]
+
+
+class ResultStore:
+    """Finished jobs, one JSON file each at `root/<key parts>.json`, written atomically: a file means done."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, *key) -> Path:
+        return self.root.joinpath(*map(str, key[:-1]), f"{key[-1]}.json")
+
+    def load(self, *key) -> dict | None:
+        path = self.path(*key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, row: dict, *key) -> None:
+        path = self.path(*key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(row, indent=2))
+        os.replace(staging, path)
+
+    def rows(self) -> list[dict]:
+        return [json.loads(path.read_text()) for path in sorted(self.root.rglob("*.json"))]
+
+    def run_once(self, key: tuple, work: Callable[[], dict], **fields) -> dict:
+        """The stored result of job `key`, else `work()` timed, stored with `fields`, and returned."""
+        found = self.load(*key)
+        if found is not None:
+            logger.info("done already: %s", "/".join(map(str, key)))
+            return found
+        logger.info("running: %s", "/".join(map(str, key)))
+        started = time.perf_counter()
+        row = {**fields, **work()}
+        row["seconds"] = row.get("seconds", time.perf_counter() - started)
+        self.save(row, *key)
+        return row
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None with fewer than two values)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def format_mean_std(values: list[float], scale: float = 100.0) -> str:
+    """`81.2 ± 1.3` (scaled to points), `81.2` for one value, `–` for none."""
+    mean, std = mean_std(values)
+    if mean is None:
+        return "–"
+    return f"{mean * scale:.1f}" + (f" ± {std * scale:.1f}" if std is not None else "")
+
+
+def subset_size(fraction: float, total: int) -> int:
+    """Examples in a `fraction` of `total` (at least one)."""
+    return max(1, min(total, round(fraction * total)))
+
+
+def write_subset(entry: str | dict, size: int | None, seed: int, directory: Path) -> dict:
+    """A task entry whose training set is `size` examples drawn at random (by `seed`) from the task's own.
+
+    The train subset and the complete dev set are written as JSON-lines files with the task's own column
+    names and the entry points `data_files` at them, so mtdnn and the Trainer reference read the same rows.
+    Works for any task with train and dev splits (GLUE name or own task); `size=None` keeps all rows.
+    """
+    task = next(iter(resolve_tasks([entry]).values()))
+    if task.type == "ranking":
+        raise ValueError(f"task {task.name}: subsets of ranking tasks (grouped rows) are not supported")
+    glue_dir = glue_dir_from(None)
+    files = {}
+    for split in ("train", "dev"):
+        label = f"n{size}-s{seed}" if split == "train" and size is not None else "all"
+        path = Path(directory) / f"{task.name}-{split}-{label}.jsonl"
+        files[split] = str(path.resolve())
+        if path.is_file():  # deterministic content; rewriting would only change its mtime (and the data cache key)
+            continue
+        columns = load_split(task, split, glue_dir)
+        rows = range(len(columns["idx"]))
+        if split == "train" and size is not None:
+            if size > len(rows):
+                raise ValueError(f"task {task.name}: asked for {size} training examples, it has {len(rows)}")
+            rows = sorted(np.random.default_rng(seed).choice(len(rows), size=size, replace=False).tolist())
+        names = [task.index_column or "idx", *task.text_columns]
+        sources = ["idx", "text_a", "text_b"][: len(names)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        with open(staging, "w") as handle:
+            for row in rows:
+                record = {name: columns[source][row] for name, source in zip(names, sources)}
+                if "label" in columns:
+                    record[task.label_column] = columns["label"][row]
+                handle.write(json.dumps(record) + "\n")
+        os.replace(staging, path)
+    base = entry if isinstance(entry, dict) else {"name": entry}
+    return {**base, "data_files": files}
+
+
+def mtdnn_config(tasks: list, output_dir: Path, seed: int, settings: dict, model: str = MODEL,
+                 **train_extra) -> Config:
+    """A run config: `settings` holds the shared `data` and `train` sections; no best-checkpoint selection on dev."""
+    train_settings = {**settings["train"], "seed": seed, "save_best": False, "keep_checkpoints": 1, **train_extra}
+    return build_settings(Config, {"model": {"name_or_path": model}, "tasks": tasks, "data": dict(settings["data"]),
+                                   "train": train_settings, "output_dir": str(output_dir)})
+
+
+def train_or_resume(config: Config) -> Path:
+    """Train, continuing from the newest checkpoint of an interrupted run in the same directory."""
+    return train(config, overwrite=True, resume=True)
+
+
+def eval_rows(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [row for row in map(json.loads, path.read_text().splitlines()) if row["type"] == "eval"]
+
+
+def final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Dev metrics per task after the last update (never the best epoch: no model selection on dev)."""
+    rows = eval_rows(run_dir)
+    if not rows:
+        raise RuntimeError(f"{run_dir}/metrics.jsonl has no evaluation; the run did not finish")
+    return rows[-1]["metrics"]
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """A finished run keeps metrics.jsonl and config.yaml; its checkpoints (~270 MB each) go."""
+    run_dir = Path(run_dir)
+    for name in ("last", "best"):
+        if (run_dir / name).is_symlink():
+            (run_dir / name).unlink()
+        elif (run_dir / name).exists():
+            shutil.rmtree(run_dir / name)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def write_section(report: Path, name: str, body: str, title: str = "# Results") -> None:
+    """Replace this driver's section (between `<!-- name:begin -->` and `<!-- name:end -->`), or append it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = report.read_text() if report.is_file() else f"{title}\n"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+
+
+def machine() -> str:
+    """One line: CPU, cores, accelerator, library versions."""
+    import torch
+    import transformers
+
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores, {device}; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+            f"Python {platform.python_version()}")

@@ -1,0 +1,229 @@
+"""Reproduction of MT-DNN's central claim (issue 6) on the GLUE data here, with the MiniLM encoder.
+
+Arms, each with the same hyper-parameters: (1) single-task fine-tuning with mtdnn, (1') the same through
+`transformers.Trainer`, (2) MT-DNN stage 2 (multi-task) alone, (3) stage 2 then stage 3 (per-task fine-tuning).
+Every (arm, task, seed) result is one JSON file under the output directory: a re-run skips finished jobs and
+resumes interrupted training from its last checkpoint. Writes its section of docs/results.md and two plots.
+
+    python scripts/reproduce.py            # the full run (~2 hours on 2 idle CPU cores)
+    python scripts/reproduce.py --quick    # a smoke run (a few minutes): 64 examples per task, one seed
+    python scripts/reproduce.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import experiment
+from experiment import MODEL, ResultStore, task_name
+from reproduce_report import write_report
+
+logger = logging.getLogger("reproduce")
+
+TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run of the experiment trains; the same settings for every arm."""
+
+    name: str
+    seeds: tuple[int, ...]
+    """Training seeds (head initialisation, dropout, batch order); stage 2 is trained once per seed."""
+    epochs: int
+    """Epochs of every training run (single-task, stage 2, stage 3, Trainer)."""
+    train_caps: dict[str, int] = field(default_factory=dict)
+    """Task -> training examples kept (a random subset, the same for every arm and seed); absent: all."""
+    max_eval_samples: int | None = None
+    """First N dev examples per task (None: the whole dev set)."""
+    stage2_evals_per_epoch: int = 2
+    """Dev evaluations per epoch of the stage-2 run, for its learning curves (training is unaffected)."""
+    tasks: tuple = TASKS
+    model: str = MODEL
+    max_seq_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    subset_seed: int = 0
+
+    def settings(self) -> dict:
+        """The `data` and `train` config sections shared by every mtdnn run."""
+        return {"data": {"max_seq_length": self.max_seq_length, "max_eval_samples": self.max_eval_samples},
+                "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                          "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
+                          "optimizer": "adamw", "log_every_steps": 10}}
+
+
+# Budget: about 2.8M real tokens per seed and epoch over the four arms (SST-2 capped at 4,000 random examples,
+# the rest whole), at ~3,000 tokens/s of training on the 2 idle cores here (issue 4's measurements): 2 epochs x
+# 3 seeds ≈ 95 min of training, plus ~20 min of start-up, evaluation and checkpoints for 57 runs: ≈ 2 hours.
+# A third epoch or full SST-2 (900k tokens a pass) would not fit.
+FULL = Plan(name="full", seeds=(1, 2, 3), epochs=2, train_caps={"sst2": 4000})
+QUICK = Plan(name="quick", seeds=(1,), epochs=1, train_caps={task: 64 for task in TASKS}, max_eval_samples=128,
+             stage2_evals_per_epoch=2)
+
+
+def task_entries(plan: Plan, directory: Path) -> dict[str, str | dict]:
+    """Each task's config entry: as in the plan, or a mapping pointing at a random training subset."""
+    entries = {}
+    for entry in plan.tasks:
+        name = task_name(entry)
+        cap = plan.train_caps.get(name)
+        entries[name] = experiment.write_subset(entry, cap, plan.subset_seed, directory) if cap else entry
+    return entries
+
+
+def run_single(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
+    config = experiment.mtdnn_config([entry], run_dir, seed, plan.settings(), plan.model)
+    experiment.train_or_resume(config)
+    metrics = experiment.final_metrics(run_dir)
+    experiment.remove_checkpoints(run_dir)
+    return {"metrics": next(iter(metrics.values()))}
+
+
+def stage2(plan: Plan, entries: dict, seed: int, run_dir: Path) -> Path:
+    """The multi-task run of `seed`: trained, resumed, or (finished already) only loaded; its final checkpoint."""
+    from mtdnn.data import load_task_data  # batches per epoch, to place the mid-epoch evaluations
+    from mtdnn.pretrained import load_tokenizer
+    from mtdnn.tasks import resolve_tasks
+
+    config = experiment.mtdnn_config(list(entries.values()), run_dir, seed, plan.settings(), plan.model)
+    tokenizer = load_tokenizer(plan.model)
+    batches = sum(-(-len(load_task_data(task, "train", tokenizer, config.data)) // plan.batch_size)
+                  for task in resolve_tasks(config.tasks).values())
+    config.train.eval_every_steps = max(1, batches // plan.stage2_evals_per_epoch)
+    config.train.log_every_steps = 1  # every batch's loss, for the learning curves
+    experiment.train_or_resume(config)
+    return (run_dir / "last").resolve()
+
+
+def run_finetune(plan: Plan, checkpoint: Path, name: str, seed: int, run_dir: Path) -> dict:
+    from mtdnn.finetuning import finetune
+
+    finetune(checkpoint, name, overrides=[f"output_dir={run_dir}", f"train.seed={seed}",
+                                               "train.eval_every_steps=null"], overwrite=True, resume=True)
+    metrics = experiment.final_metrics(run_dir)
+    experiment.remove_checkpoints(run_dir)
+    return {"metrics": metrics[name]}
+
+
+def run_trainer(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
+    """Arm 1': `transformers.Trainer` on the same tokenised examples, settings and metric code."""
+    import math
+    import shutil
+
+    import datasets
+    import transformers
+    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from mtdnn.config import DataSettings
+    from mtdnn.data import load_task_data
+    from mtdnn.evaluation import predictions_from_logits
+    from mtdnn.metrics import compute_metrics
+    from mtdnn.pretrained import load_tokenizer, resolve
+    from mtdnn.tasks import resolve_tasks
+
+    task = next(iter(resolve_tasks([entry]).values()))
+    tokenizer = load_tokenizer(plan.model)
+    data_settings = DataSettings(max_seq_length=plan.max_seq_length, max_eval_samples=plan.max_eval_samples)
+    splits = {}
+    for split in ("train", "dev"):
+        data = load_task_data(task, split, tokenizer, data_settings,
+                              data_settings.max_eval_samples if split == "dev" else None)
+        columns = {"input_ids": data.input_ids, "labels": data.labels}
+        if data.token_type_ids is not None:
+            columns["token_type_ids"] = data.token_type_ids
+        splits[split] = datasets.Dataset.from_dict(columns)
+    regression = task.type == "regression"
+    transformers.set_seed(seed)  # the classifier's initialisation, as mtdnn seeds its heads
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve(plan.model), num_labels=task.num_labels,
+        problem_type="regression" if regression else "single_label_classification")
+    total_steps = math.ceil(len(splits["train"]) / plan.batch_size) * plan.epochs
+    args = TrainingArguments(
+        output_dir=str(run_dir), per_device_train_batch_size=plan.batch_size, per_device_eval_batch_size=128,
+        learning_rate=plan.learning_rate, weight_decay=plan.weight_decay, num_train_epochs=plan.epochs,
+        warmup_steps=int(plan.warmup_ratio * total_steps), lr_scheduler_type="linear", max_grad_norm=1.0,
+        optim="adamw_torch_fused", seed=seed, train_sampling_strategy="group_by_length", eval_strategy="no",
+        save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none", disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=splits["train"],
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None)
+    logits = trainer.predict(splits["dev"]).predictions  # (examples, num_labels)
+    predictions = predictions_from_logits(task.type, logits)
+    metrics = compute_metrics(task.metrics, task.type, predictions, splits["dev"]["labels"])
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    return {"metrics": metrics}
+
+
+def run_all(plan: Plan, output_dir: Path) -> ResultStore:
+    store = ResultStore(output_dir / "results")
+    entries = task_entries(plan, output_dir / "data")
+    runs = output_dir / "runs"
+    for seed in plan.seeds:
+        for name, entry in entries.items():
+            fields = {"arm": "single", "task": name, "seed": seed}
+            store.run_once(("single", name, f"seed-{seed}"),
+                           lambda: run_single(plan, entry, seed, runs / "single" / name / f"seed-{seed}"), **fields)
+            store.run_once(("trainer", name, f"seed-{seed}"),
+                           lambda: run_trainer(plan, entry, seed, runs / "trainer" / name / f"seed-{seed}"),
+                           **{**fields, "arm": "trainer"})
+        stage2_dir = runs / "mtdnn" / f"seed-{seed}"
+        pending = [name for name in entries
+                   if store.load("mtdnn", name, f"seed-{seed}") is None
+                   or store.load("finetuned", name, f"seed-{seed}") is None]
+        if not pending:
+            continue
+        started = time.perf_counter()
+        checkpoint = stage2(plan, entries, seed, stage2_dir)
+        seconds = time.perf_counter() - started
+        for name, metrics in experiment.final_metrics(stage2_dir).items():
+            store.run_once(("mtdnn", name, f"seed-{seed}"), lambda: {"metrics": metrics, "seconds": seconds,
+                                                                     "shared_run": str(stage2_dir)},
+                           arm="mtdnn", task=name, seed=seed)
+        for name in entries:
+            store.run_once(("finetuned", name, f"seed-{seed}"),
+                           lambda: run_finetune(plan, checkpoint, name, seed, stage2_dir / "finetune" / name),
+                           arm="finetuned", task=name, seed=seed)
+        experiment.remove_checkpoints(stage2_dir)
+    return store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 training examples per task, one seed")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default runs/reproduce (quick: -quick)")
+    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    plan = QUICK if args.quick else FULL
+    output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
+    plan_file = output_dir / "plan.json"
+    described = json.dumps(dataclasses.asdict(plan), indent=2, default=list)
+    if plan_file.is_file() and plan_file.read_text() != described:
+        sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(described)
+    store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir)
+    command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
+    print(write_report(plan, store, output_dir, args.report, command))
+    print(f"\nwrote {args.report}")
+
+
+if __name__ == "__main__":
+    main()

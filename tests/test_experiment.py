@@ -1,0 +1,107 @@
+"""scripts/experiment.py: result files that make a re-run skip finished jobs, mean ± std, random subsets."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import GLUE_DIR, REPO, needs_glue
+
+sys.path.insert(0, str(REPO / "scripts"))
+import experiment  # noqa: E402
+
+
+def test_mean_std_and_its_format():
+    mean, std = experiment.mean_std([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and std == pytest.approx(0.1)  # sample std (n - 1)
+    assert experiment.format_mean_std([0.8, 0.9, 1.0]) == "90.0 ± 10.0"
+    assert experiment.format_mean_std([0.9]) == "90.0" and experiment.mean_std([0.9]) == (0.9, None)
+    assert experiment.format_mean_std([]) == "–"
+
+
+def test_a_finished_job_is_skipped(tmp_path):
+    store, calls = experiment.ResultStore(tmp_path), []
+    work = lambda: calls.append(1) or {"metrics": {"accuracy": 0.75}}  # noqa: E731
+    first = store.run_once(("single", "rte", "seed-1"), work, arm="single", seed=1)
+    again = store.run_once(("single", "rte", "seed-1"), work, arm="single", seed=1)
+    assert calls == [1] and first == again
+    assert first["arm"] == "single" and first["metrics"] == {"accuracy": 0.75} and first["seconds"] >= 0
+    assert json.loads((tmp_path / "single" / "rte" / "seed-1.json").read_text()) == first
+    assert store.rows() == [first]
+
+
+def test_a_failed_job_leaves_no_result(tmp_path):
+    store = experiment.ResultStore(tmp_path)
+
+    def fail():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        store.run_once(("trainer", "mrpc", "seed-2"), fail)
+    assert store.load("trainer", "mrpc", "seed-2") is None and store.rows() == []
+
+
+def test_subset_size():
+    assert experiment.subset_size(0.001, 2490) == 2 and experiment.subset_size(0.01, 2490) == 25
+    assert experiment.subset_size(1.0, 2490) == 2490 and experiment.subset_size(0.0001, 100) == 1
+
+
+def _lines(path):
+    return open(path).read().splitlines()
+
+
+def test_subsets_are_reproducible_by_seed_and_load_as_the_task(task_files, tiny_model_dir, tmp_path):
+    from mtdnn.config import DataSettings
+    from mtdnn.data import load_task_data
+    from mtdnn.pretrained import load_tokenizer
+    from mtdnn.tasks import resolve_tasks
+
+    entry = task_files["pair"]
+    first = experiment.write_subset(entry, 10, seed=3, directory=tmp_path / "a")
+    same = experiment.write_subset(entry, 10, seed=3, directory=tmp_path / "b")
+    other = experiment.write_subset(entry, 10, seed=4, directory=tmp_path / "c")
+    assert len(_lines(first["data_files"]["train"])) == 10
+    assert _lines(first["data_files"]["train"]) == _lines(same["data_files"]["train"])
+    assert _lines(first["data_files"]["train"]) != _lines(other["data_files"]["train"])
+    assert len(_lines(first["data_files"]["dev"])) == 24  # the dev set stays whole
+    assert {k: v for k, v in first.items() if k != "data_files"} == {k: v for k, v in entry.items() if k != "data_files"}
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    task = resolve_tasks([first])["pair"]
+    subset = load_task_data(task, "train", tokenizer, DataSettings(max_seq_length=32))
+    full = load_task_data(resolve_tasks([entry])["pair"], "train", tokenizer, DataSettings(max_seq_length=32))
+    assert len(subset) == 10
+    pairs = {(tuple(ids), label) for ids, label in zip(full.input_ids, full.labels)}
+    assert all((tuple(ids), label) in pairs for ids, label in zip(subset.input_ids, subset.labels))
+
+
+@needs_glue("RTE/train.tsv", "RTE/dev.tsv")
+def test_a_glue_task_subset_keeps_its_columns_and_labels(tmp_path, monkeypatch):
+    from mtdnn.sources import load_split
+    from mtdnn.tasks import resolve_tasks
+
+    monkeypatch.setenv("GLUE_DIR", str(GLUE_DIR))
+    entry = experiment.write_subset("rte", 25, seed=1, directory=tmp_path)
+    assert entry["name"] == "rte"
+    columns = load_split(resolve_tasks([entry])["rte"], "train", None)
+    assert len(columns["idx"]) == 25 and set(columns["label"]) <= {0, 1} and len(columns["text_b"]) == 25
+    dev = load_split(resolve_tasks([entry])["rte"], "dev", None)
+    assert len(dev["idx"]) == 277
+
+
+def test_a_report_section_replaces_only_itself(tmp_path):
+    report = tmp_path / "results.md"
+    report.write_text("# Results\n\nintro\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
+    experiment.write_section(report, "reproduce", "first")
+    experiment.write_section(report, "reproduce", "second")
+    text = report.read_text()
+    assert "keep me" in text and "intro" in text and "first" not in text
+    assert text.count("<!-- reproduce:begin -->") == 1 and "second" in text
+
+
+def test_final_metrics_are_those_after_the_last_update(tmp_path):
+    rows = [{"type": "eval", "step": 5, "metrics": {"rte": {"accuracy": 0.9}}},
+            {"type": "train", "step": 6, "loss": 0.1},
+            {"type": "eval", "step": 10, "metrics": {"rte": {"accuracy": 0.6}}}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert experiment.final_metrics(tmp_path) == {"rte": {"accuracy": 0.6}}

@@ -1,0 +1,113 @@
+"""`mtdnn export`: a standard sequence-classification directory with mtdnn's logits, usable by the pipeline."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from transformers import (AutoConfig, AutoModelForSequenceClassification, BertModel, DistilBertConfig,
+                          DistilBertModel, RobertaConfig, RobertaModel)
+
+from conftest import tiny_bert_config
+from mtdnn.cli import main
+from mtdnn.errors import MTDNNError
+from mtdnn.export import export_task
+from mtdnn.inference import Predictor
+from mtdnn.model import MTDNNModel
+from mtdnn.pretrained import load_tokenizer
+from mtdnn.tasks import TaskSpec
+
+SENTENCES = ["a good movie", "the plot was very dull and the film was not fun", "great"]
+PAIRS = [("the dog", "the cat is fun"), ("a man and a dog", "the man"), ("bad", "good")]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    """The `single` and `score` heads exported through the CLI."""
+    root = tmp_path_factory.mktemp("exported")
+    for task in ("single", "score"):
+        assert main(["export", str(tiny_checkpoint), str(root / task), "--task", task]) == 0
+    return root
+
+
+def _batch(tokenizer, texts):
+    first = [t if isinstance(t, str) else t[0] for t in texts]
+    second = None if isinstance(texts[0], str) else [t[1] for t in texts]
+    return tokenizer(first, second, padding=True, return_tensors="pt")  # padded: the attention mask matters
+
+
+def test_export_writes_a_standard_directory(exported):
+    config = AutoConfig.from_pretrained(exported / "single")
+    assert config.architectures == ["BertForSequenceClassification"]
+    assert config.id2label == {0: "neg", 1: "pos"} and config.label2id == {"neg": 0, "pos": 1}
+    regression = AutoConfig.from_pretrained(exported / "score")
+    assert regression.problem_type == "regression" and regression.num_labels == 1
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (exported / "single" / name).is_file()
+
+
+@pytest.mark.parametrize("task, texts", [("single", SENTENCES), ("score", PAIRS)])
+def test_exported_model_gives_mtdnn_logits(exported, tiny_checkpoint, task, texts):
+    predictor = Predictor.from_pretrained(tiny_checkpoint, device="cpu")
+    model = AutoModelForSequenceClassification.from_pretrained(exported / task).eval()
+    with torch.inference_mode():
+        logits = model(**_batch(predictor.tokenizer, texts)).logits
+    torch.testing.assert_close(logits, torch.from_numpy(predictor.logits(task, texts)), atol=1e-5, rtol=1e-5)
+
+
+def test_pipeline_predicts_the_same_labels_and_scores(exported, tiny_checkpoint):
+    predictor = Predictor.from_pretrained(tiny_checkpoint, device="cpu")
+    classify = transformers.pipeline("text-classification", model=str(exported / "single"), device="cpu")
+    assert [row["label"] for row in classify(SENTENCES)] == [p.label for p in predictor.predict("single", SENTENCES)]
+    regress = transformers.pipeline("text-classification", model=str(exported / "score"), device="cpu")
+    outputs = regress([{"text": a, "text_pair": b} for a, b in PAIRS])
+    expected = [p.score for p in predictor.predict("score", PAIRS)]
+    assert [row["score"] for row in outputs] == pytest.approx(expected, abs=1e-5)
+
+
+def test_roberta_style_head_is_mapped(tiny_model_dir, tmp_path):
+    """RoBERTa's classifier (dense + tanh + out_proj) is mtdnn's pooler + linear head."""
+    config = RobertaConfig(**{k: v for k, v in tiny_bert_config().to_dict().items() if k != "model_type"})
+    task = TaskSpec(name="nli", type="pair_classification", text_columns=("a", "b"), label_names=("x", "y", "z"),
+                    data_files={})
+    torch.manual_seed(0)
+    model = MTDNNModel(RobertaModel(config), {"nli": task}).eval()
+    difference = export_task(model, load_tokenizer(str(tiny_model_dir)), task, tmp_path / "roberta")
+    assert difference < 1e-5
+    assert AutoConfig.from_pretrained(tmp_path / "roberta").architectures == ["RobertaForSequenceClassification"]
+
+
+def test_unmatched_head_layout_is_a_clear_error(tiny_model_dir, tmp_path):
+    config = DistilBertConfig(vocab_size=99, dim=32, n_layers=1, n_heads=4, hidden_dim=37)
+    task = TaskSpec(name="s", type="single_classification", text_columns=("t",), label_names=("a", "b"),
+                    data_files={})
+    model = MTDNNModel(DistilBertModel(config), {"s": task})
+    with pytest.raises(MTDNNError, match="cannot export task `s`.*DistilBertForSequenceClassification"):
+        export_task(model, load_tokenizer(str(tiny_model_dir)), task, tmp_path / "distil")
+    assert not (tmp_path / "distil").exists()
+
+
+def test_export_of_a_missing_head_fails_through_the_cli(tiny_checkpoint, tmp_path, capsys):
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "x"), "--task", "mnli"]) == 2
+    assert "no head `mnli`" in capsys.readouterr().err
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "y"), "--task", "single"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_logit_difference"] < 1e-5
+
+
+def test_task_embedding_is_folded_into_the_word_embeddings(tiny_model_dir, tmp_path):
+    """ERNIE 2.0 task vectors are added to every word embedding; the exported model has them built in."""
+    task = TaskSpec(name="s", type="single_classification", text_columns=("t",), label_names=("a", "b"),
+                    data_files={})
+    torch.manual_seed(0)
+    model = MTDNNModel(BertModel(tiny_bert_config()), {"s": task}, use_task_embeddings=True).eval()
+    with torch.no_grad():
+        model.encoder.task_embeddings.vectors["s"].normal_()
+    assert export_task(model, load_tokenizer(str(tiny_model_dir)), task, tmp_path / "ernie") < 1e-5
+
+
+def test_san_head_is_a_clear_error(tiny_model_dir, tmp_path):
+    task = TaskSpec(name="nli", type="pair_classification", text_columns=("a", "b"), label_names=("x", "y"),
+                    data_files={}, answer_module="san")
+    model = MTDNNModel(BertModel(tiny_bert_config()), {"nli": task})
+    with pytest.raises(MTDNNError, match="its head is a SANHead"):
+        export_task(model, load_tokenizer(str(tiny_model_dir)), task, tmp_path / "san")

@@ -1,0 +1,77 @@
+"""scripts/reproduce.py: aggregation over seeds, the targets' verdicts, and a tiny run that a re-run skips."""
+
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import experiment  # noqa: E402
+import reproduce  # noqa: E402
+import reproduce_report as report  # noqa: E402
+
+
+def _rows(values: dict) -> list[dict]:
+    """arm -> task -> per-seed accuracy, as stored result rows."""
+    return [{"arm": arm, "task": task, "seed": seed, "metrics": {"accuracy": value}}
+            for arm, tasks in values.items() for task, per_seed in tasks.items()
+            for seed, value in enumerate(per_seed, 1)]
+
+
+TABLE = report.collect(_rows({
+    "single": {"rte": [0.60, 0.62, 0.64], "mrpc": [0.80, 0.80, 0.80]},
+    "trainer": {"rte": [0.61, 0.63, 0.65], "mrpc": [0.85, 0.85, 0.85]},
+    "mtdnn": {"rte": [0.66, 0.66, 0.66], "mrpc": [0.78, 0.78, 0.78]},
+    "finetuned": {"rte": [0.66, 0.68, 0.70], "mrpc": [0.70, 0.70, 0.70]},
+}))
+
+
+def test_scores_delta_and_small_task_average():
+    assert report.scores(TABLE, "single", "rte") == [0.60, 0.62, 0.64]
+    assert report.delta(TABLE, "rte") == pytest.approx(6.0)
+    assert report.delta(TABLE, "mrpc") == pytest.approx(-10.0)
+    assert report.small_task_average(TABLE, "single", ["rte", "mrpc"]) == pytest.approx([0.70, 0.71, 0.72])
+    assert report.delta(TABLE, "wnli") is None
+
+
+def test_targets_say_which_are_not_met():
+    lines = "\n".join(report.targets(TABLE, ["rte", "mrpc"]))
+    assert "rte: ours − Trainer = -1.0 points (within 1 point)" in lines
+    assert "mrpc: ours − Trainer = -5.0 points (NOT within 1 point)" in lines
+    assert "Δ -2.0 points: NOT met (target: arm 3 ahead)" in lines  # small-task average: (6 - 10) / 2
+    assert "mrpc: arm 3 − arm 1 = -10.0 points, arm 1 std 0.0: NOT met" in lines
+    assert "rte: arm 3 − arm 1 = +6.0 points, arm 1 std 2.0: not behind" in lines
+
+
+def test_summary_table_rows():
+    lines = report.summary_table(TABLE, ["rte", "mrpc"])
+    assert lines[2] == "| rte | 62.0 ± 2.0 | 63.0 ± 2.0 | 66.0 ± 0.0 | 68.0 ± 2.0 | +6.0 | not verified | 3 |"
+    assert lines[-1].startswith("| small-task average | 71.0 ± 1.0 |")
+
+
+def test_a_stage_2_run_counts_once_in_the_job_time():
+    rows = [{"seconds": 3600, "shared_run": "runs/mtdnn/seed-1"}, {"seconds": 3600, "shared_run": "runs/mtdnn/seed-1"},
+            {"seconds": 1800}]
+    assert report.job_hours(rows) == pytest.approx(1.5)
+
+
+def test_a_tiny_run_trains_every_arm_and_a_rerun_skips_them(tiny_model_dir, task_files, tmp_path, monkeypatch):
+    plan = reproduce.Plan(name="test", seeds=(1,), epochs=1, train_caps={"single": 40}, stage2_evals_per_epoch=1,
+                          tasks=(task_files["single"], task_files["score"]), model=str(tiny_model_dir),
+                          max_seq_length=32, learning_rate=1e-3)
+    store = reproduce.run_all(plan, tmp_path)
+    rows = store.rows()
+    assert sorted((row["arm"], row["task"]) for row in rows) == sorted(
+        (arm, task) for arm in report.ARMS for task in ("single", "score"))
+    assert {tuple(row["metrics"]) for row in rows if row["task"] == "score"} == {("pearson", "spearmanr")}
+    assert not list(tmp_path.rglob("model.safetensors"))  # finished runs keep no checkpoints
+    config = (tmp_path / "runs" / "single" / "single" / "seed-1" / "config.yaml").read_text()
+    assert "single-train-n40-s0.jsonl" in config  # the capped task trains on its subset
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished job was run again")
+
+    monkeypatch.setattr(experiment, "train_or_resume", no_training)
+    monkeypatch.setattr(reproduce, "run_trainer", no_training)
+    assert reproduce.run_all(plan, tmp_path).rows() == rows
