@@ -39,7 +39,7 @@ pipeline-quick: install
 ablation: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/ablation.py $(ARGS)
 
-# Speed against transformers.Trainer (issue 4; docs/performance.md): ~15 minutes on 2 cores. `make bench ARGS=--quick`: ~3.
+# Speed against transformers.Trainer (issue 4; docs/performance.md): ~12 minutes on 2 quiet cores. `make bench ARGS=--quick`: ~3.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark.py $(ARGS)
 

@@ -15,11 +15,12 @@ docs/results.md (between `<!-- ablation:begin -->` and `<!-- ablation:end -->`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
 import logging
 import shlex
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ ARMS: dict[str, tuple[str, dict]] = {
                                                                                "temperature": 5.0}}}),
     "main_task": ("sampling: main task rte, others capped at 2x its batches",
                   {"train": {"sampling": {"strategy": "main_task_ratio", "main_task": "rte", "ratio": 2.0}}}),
-    "continual": ("ERNIE 2.0 continual stages: cola | +stsb | +mrpc | +rte",
+    "continual": ("ERNIE 2.0 continual stages: cola → +stsb → +mrpc → +rte",
                   {"train": {"sampling": {"strategy": "continual",
                                           "stages": [["cola"], ["stsb"], ["mrpc"], ["rte"]]}}}),
     "smart": ("SMART adversarial regularisation, alpha=1, 1 ascent step", {"train": {"adversarial": {"weight": 1.0}}}),
@@ -81,13 +82,16 @@ def arm_config(arm: str, seed: int, entries: dict, run_dir: Path) -> dict:
 
 
 def mtdnn(*args: str) -> str:
-    """Run the `mtdnn` command line; its stdout (an error stops the ablation with mtdnn's message)."""
-    command = [sys.executable, "-m", "mtdnn", *args]
-    logger.info("$ %s", shlex.join(command[1:]))
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if result.returncode != 0:
-        raise RuntimeError(f"{shlex.join(command)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
+    """Run the `mtdnn` command line in this process (no interpreter and library start-up per call); its stdout."""
+    from mtdnn.cli import main as command_line
+
+    logger.info("$ mtdnn %s", shlex.join(args))
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = command_line(list(args))
+    if status != 0:
+        raise RuntimeError(f"`mtdnn {shlex.join(args)}` failed with status {status} (its message is above)")
+    return output.getvalue()
 
 
 def run_arm(arm: str, seed: int, entries: dict, output_dir: Path) -> dict:
@@ -161,8 +165,9 @@ def report(store: ResultStore, seeds: list[int], command: str) -> str:
         "training subsets (seed 0) of " + ", ".join(f"{task} {n}" for task, n in TRAIN_CAPS.items()) +
         " examples, with: max length 128, batch 32, AdamW lr 1e-4, warm-up 10% then linear decay, "
         f"{BASE['train']['epochs']} epochs of MT-DNN's schedule (the sampling arms draw as many steps per epoch), "
-        f"seed(s) {', '.join(map(str, seeds))}. Dev metrics after the last update on the complete dev sets "
-        "(no checkpoint selection). Score = mean of the task's GLUE metrics x100; the average is over the four "
+        f"seed(s) {', '.join(map(str, seeds))}. Dev metrics after the last update on "
+        + (f"the first {BASE['data']['max_eval_samples']} examples of each dev set"
+           if BASE["data"].get("max_eval_samples") else "the complete dev sets") + " (no checkpoint selection). Score = mean of the task's GLUE metrics x100; the average is over the four "
         "tasks. Δ is arm − baseline with the same seed (mean ± std over seeds where there are several).",
         "",
         "| arm | what is on | " + " | ".join(TASKS) + " | average | Δ average | updates | reload | minutes |",
@@ -189,8 +194,8 @@ def reading(seeds: list[int]) -> list[str]:
     return [
         "How to read this table honestly:",
         "",
-        "- This is a smoke-scale budget (a few hundred training examples per task, two epochs, "
-        f"{'one seed' if len(seeds) == 1 else f'{len(seeds)} seeds'}). On these dev sets one seed moves RTE by "
+        f"- This is a quick budget ({min(TRAIN_CAPS.values())} to {max(TRAIN_CAPS.values())} training examples per "
+        f"task, {BASE['train']['epochs']} epoch(s), {'one seed' if len(seeds) == 1 else f'{len(seeds)} seeds'}). On these dev sets one seed moves RTE by "
         "several points and CoLA's Matthews correlation by more, so a Δ of a few points is within seed noise "
         "and is not evidence for or against a mechanism; run `--seeds 1,2,3` for a spread.",
         "- The papers' gains (SAN, SMART, MT-DNN-KD, ERNIE 2.0) were measured with BERT-base/large, full "

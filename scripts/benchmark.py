@@ -5,7 +5,7 @@ One run measures the machine's fp32 matmul peak, then runs each contender in its
 MiniLM, batch 32, max length 128, fp32. Training rates are steady state: steps before `--skip` (mtdnn)
 or each Trainer run's first step are excluded. Prints a table and writes JSON.
 
-    python scripts/benchmark.py                 # the full run (~15 minutes on 2 cores)
+    python scripts/benchmark.py                 # the full run (~12 minutes on 2 quiet cores)
     python scripts/benchmark.py --quick         # a smoke run (~3 minutes): fewer steps, dev subsets, no 3a
 """
 
@@ -244,6 +244,10 @@ def main() -> None:
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     summarise(report["results"], report["parameters"], report["peak_gflops"])
     print_table(report)
+    busiest = max(load for result in report["results"].values() for load in result["load_average"])
+    if busiest > report["machine"]["cores"]:
+        print(f"\nWARNING: the load average reached {busiest:.1f} on {report['machine']['cores']} cores: other "
+              "processes shared the CPU and these timings are not to be trusted; run again on a quiet machine.")
     out_path.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out_path}")
 

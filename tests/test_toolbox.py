@@ -28,8 +28,8 @@ def toolbox_config(tiny_model_dir, task_files, tmp_path_factory):
     pair = {**task_files["pair"], "answer_module": "san", "san_steps": 3}
     config = {"model": {"name_or_path": str(tiny_model_dir), "task_embeddings": True, "sharing": "soft",
                         "encoder_groups": [["single", "pair"]], "sharing_weight": 1e-2},
-              "tasks": [task_files["single"], pair, task_files["score"], task_files["rank"]],
-              "data": {"max_seq_length": 32, "max_train_samples": 16, "max_eval_samples": 16},
+              "tasks": [task_files["single"], pair, task_files["score"]],  # ranking + SMART: test_adversarial
+              "data": {"max_seq_length": 32, "max_train_samples": 16, "max_eval_samples": 8},
               "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "log_every_steps": 2,
                         "save_every_steps": 3, "sampling": {"strategy": "temperature", "temperature": 3.0},
                         "adversarial": {"weight": 1.0, "epsilon": 1e-2, "step_size": 1e-2}}}
@@ -41,8 +41,8 @@ def test_all_mechanisms_train_evaluate_reload_and_resume_exactly(toolbox_config,
     assert main(["train", str(toolbox_config), "--set", f"output_dir={uninterrupted}"]) == 0
     model = MTDNNModel.from_pretrained(uninterrupted / "last")
     assert isinstance(model.heads["pair"], SANHead)
-    assert model.encoder_groups == [["single", "pair"], ["score"], ["rank"]]
-    assert set(table_of(model.encoder_for("score")).vectors) == {"single", "pair", "score", "rank"}
+    assert model.encoder_groups == [["single", "pair"], ["score"]]
+    assert set(table_of(model.encoder_for("score")).vectors) == {"single", "pair", "score"}
     assert not torch.equal(model.encoder_for("score").embeddings.word_embeddings.weight,
                            model.encoder.embeddings.word_embeddings.weight)  # soft sharing: encoders differ
     capsys.readouterr()
