@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup
 
 from mtdnn.config import save_config
-from mtdnn.errors import MTDNNError
+from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.mlm_data import MaskedText, read_text, tokenize_text
 from mtdnn.pretrain_config import PretrainConfig
 from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
 from mtdnn.sampling import task_batches
-from mtdnn.training import build_optimizer
+from mtdnn.training import SignalCatcher, build_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -215,51 +215,57 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
         log.write({"type": "eval", "step": 0, **before})
         logger.info("held-out MLM loss before: %.4f (perplexity %.2f)", before["loss"], before["perplexity"])
 
-    def save() -> None:
+    def save() -> Path:
         if accelerator.is_main_process:
             save_checkpoint(output_dir / CHECKPOINT, accelerator.unwrap_model(model), tokenizer, extras, optimizer,
                             scheduler, {"position": asdict(at), "before": before})
         accelerator.wait_for_everyone()
+        return output_dir / CHECKPOINT
 
     progress = tqdm(total=total_updates, initial=at.step, desc="pretrain",
                     disable=not accelerator.is_local_main_process)
-    started, examples = time.perf_counter(), 0
+    started, examples, signals = time.perf_counter(), 0, SignalCatcher()
     model.train()
-    while at.step < total_updates and at.epoch < epochs:
-        batches = epoch_batches(train_data, global_batch, settings.seed, at.epoch)
-        while at.batch_in_epoch < len(batches) and at.step < total_updates:
-            indices = batches[at.batch_in_epoch][accelerator.process_index :: accelerator.num_processes]
-            torch.manual_seed(batch_seed(settings.seed, at.epoch, at.batch_in_epoch * accelerator.num_processes
-                                         + accelerator.process_index))
-            at.batch_in_epoch += 1
-            batch = {key: value.to(accelerator.device) for key, value in train_data.collate(indices).items()}
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            examples += len(indices)
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            at.step += 1
-            progress.update(1)
-            speed = examples / (time.perf_counter() - started)
-            progress.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{speed:.0f}")
-            if at.step % settings.log_every_steps == 0:
-                log.write({"type": "train", "epoch": at.epoch, "step": at.step, "loss": loss.item(),
-                           "learning_rate": scheduler.get_last_lr()[0]})
-            if settings.eval_every_steps and at.step % settings.eval_every_steps == 0 and eval_batches:
-                log.write({"type": "eval", "step": at.step, **mlm_loss(model, eval_batches, accelerator)})
-            if settings.save_every_steps and at.step % settings.save_every_steps == 0 and at.step < total_updates:
-                save()
-        if at.batch_in_epoch == len(batches):
-            at.epoch, at.batch_in_epoch = at.epoch + 1, 0
-            if at.step < total_updates:
-                save()
-    progress.close()
+    try:
+        while at.step < total_updates and at.epoch < epochs:
+            batches = epoch_batches(train_data, global_batch, settings.seed, at.epoch)
+            while at.batch_in_epoch < len(batches) and at.step < total_updates:
+                indices = batches[at.batch_in_epoch][accelerator.process_index :: accelerator.num_processes]
+                torch.manual_seed(batch_seed(settings.seed, at.epoch, at.batch_in_epoch * accelerator.num_processes
+                                             + accelerator.process_index))
+                at.batch_in_epoch += 1
+                batch = {key: value.to(accelerator.device) for key, value in train_data.collate(indices).items()}
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                examples += len(indices)
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                at.step += 1
+                progress.update(1)
+                speed = examples / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{speed:.0f}")
+                if at.step % settings.log_every_steps == 0:
+                    log.write({"type": "train", "epoch": at.epoch, "step": at.step, "loss": loss.item(),
+                               "learning_rate": scheduler.get_last_lr()[0]})
+                if settings.eval_every_steps and at.step % settings.eval_every_steps == 0 and eval_batches:
+                    log.write({"type": "eval", "step": at.step, **mlm_loss(model, eval_batches, accelerator)})
+                if settings.save_every_steps and at.step % settings.save_every_steps == 0 and at.step < total_updates:
+                    save()
+                if signals.received is not None:
+                    raise StoppedBySignal(signals.received, save())
+            if at.batch_in_epoch == len(batches):
+                at.epoch, at.batch_in_epoch = at.epoch + 1, 0
+                if at.step < total_updates:
+                    save()
+    finally:
+        signals.restore()
+        progress.close()
 
     after = mlm_loss(model, eval_batches, accelerator) if eval_batches else None
     result = {"output_dir": str(output_dir), "step": at.step, "held_out_lines": held_out_lines,

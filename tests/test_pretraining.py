@@ -1,7 +1,9 @@
 """Stage 1: masked-LM pre-training writes an encoder directory stage 2 loads; masking, resume, errors."""
 
 import json
+import os
 import random
+import signal
 
 import pytest
 import torch
@@ -110,6 +112,32 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_model_dir, t
     log = (tmp_path / "b" / "out" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(row)["step"] for row in log]
     assert steps == [0, 6]  # evaluations before and after, none repeated by the resumed run
+
+
+def test_sigterm_finishes_the_step_saves_and_resume_matches_the_uninterrupted_run(tiny_model_dir, text_file, tmp_path,
+                                                                                    monkeypatch, capsys):
+    settings = {"max_steps": 6, "log_every_steps": 1}
+    assert main(["pretrain", _config(tmp_path / "a", tiny_model_dir, text_file, **settings)]) == 0
+    stopped = _config(tmp_path / "b", tiny_model_dir, text_file, **settings)
+    original = pretraining.MetricsLog.write
+
+    def write_then_terminate(self, row):  # SIGTERM arrives in the middle of step 3's bookkeeping
+        original(self, row)
+        if row.get("type") == "train" and row["step"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pretraining.MetricsLog, "write", write_then_terminate)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main(["pretrain", stopped]) == 128 + signal.SIGTERM
+    assert "continue with --resume" in capsys.readouterr().err
+    state = json.loads((tmp_path / "b" / "out" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["position"]["step"] == 3 and signal.getsignal(signal.SIGTERM) == handler
+    monkeypatch.setattr(pretraining.MetricsLog, "write", original)
+    assert main(["pretrain", stopped, "--resume"]) == 0
+    reference = load_file(tmp_path / "a" / "out" / "model.safetensors")
+    weights = load_file(tmp_path / "b" / "out" / "model.safetensors")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=0)
 
 
 def test_from_scratch_with_packed_lines(tiny_model_dir, text_file, tmp_path, capsys):
