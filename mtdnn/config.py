@@ -48,8 +48,8 @@ class DataSettings:
     """Directory in the `download_glue_data.py` layout; None falls back to $GLUE_DIR, then the hub."""
     max_seq_length: int = 128
     """Tokens per example after truncation ([CLS] and [SEP] included)."""
-    max_train_samples: int | None = None
-    """Keep the first N training examples of each task (None: all)."""
+    max_train_samples: int | dict[str, int] | None = None
+    """Keep the first N training examples of each task (None: all), or a mapping task -> N (tasks not named: all)."""
     max_eval_samples: int | None = None
     """Keep the first N dev/test examples of each task (None: all)."""
     cache_dir: str | None = None
@@ -58,6 +58,25 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
             raise MTDNNError(f"data.max_seq_length must be at least 8, got {self.max_seq_length}.")
+        caps = self.max_train_samples if isinstance(self.max_train_samples, dict) else {"": self.max_train_samples}
+        for task, cap in caps.items():
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                key = "data.max_train_samples" + (f".{task}" if task else "")
+                raise MTDNNError(f"config key `{key}` must be a positive integer (or null), got {cap!r}.")
+
+    def train_cap(self, task: str) -> int | None:
+        """How many training examples of `task` to keep (None: all)."""
+        if isinstance(self.max_train_samples, dict):
+            return self.max_train_samples.get(task)
+        return self.max_train_samples
+
+    def check_train_caps(self, tasks) -> None:
+        """A per-task cap must name a task of the run (a typo would otherwise silently train on everything)."""
+        if isinstance(self.max_train_samples, dict):
+            unknown = sorted(set(self.max_train_samples) - set(tasks))
+            if unknown:
+                raise MTDNNError(f"config key `data.max_train_samples.{unknown[0]}` names no task of this run; "
+                                 f"the tasks are {', '.join(tasks)}.")
 
 
 SAMPLING_STRATEGIES = ("proportional", "uniform", "temperature", "annealed_temperature", "main_task_ratio",
@@ -225,8 +244,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(value, option, key)
-            except MTDNNError as error:
-                errors.append(error)
+            except MTDNNError as error:  # the option of the value's own kind (a mapping, a list) explains best
+                kind = typing.get_origin(option) or option
+                errors.insert(0 if isinstance(kind, type) and isinstance(value, kind) else len(errors), error)
         raise errors[0]
     if origin is Literal:
         if value not in typing.get_args(annotation):
@@ -241,6 +261,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise MTDNNError(f"config key `{key}` must be a list, got {value!r}.")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MTDNNError(f"config key `{key}` must be a mapping, got {value!r}.")
+        key_type, value_type = typing.get_args(annotation)
+        return {_coerce(name, key_type, key): _coerce(item, value_type, f"{key}.{name}") for name, item in value.items()}
     if annotation is Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):

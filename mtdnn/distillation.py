@@ -64,7 +64,7 @@ def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
             if (head.type, head.num_labels) != (task.type, task.num_labels):
                 raise MTDNNError(f"teacher {directory}: its head `{head.name}` is {head.type} with {head.num_labels} "
                                  f"output(s), but task `{name}` is {task.type} with {task.num_labels}.")
-            data = load_task_data(task, "train", tokenizer, data_settings, config.data.max_train_samples)
+            data = load_task_data(task, "train", tokenizer, data_settings, config.data.train_cap(name))
             logits = task_logits(model, data, config.train.eval_batch_size, device)
             found.setdefault(name, []).append((data.idx, logits, str(directory)))
         del model

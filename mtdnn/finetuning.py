@@ -36,7 +36,8 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`.
 
     `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory unless the config file or an
-    override sets it; the tokenizer is the checkpoint's.
+    override sets it; the tokenizer is the checkpoint's. From the checkpoint's config, the task sampling
+    strategy and distillation (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """
     checkpoint_values = read_yaml(checkpoint / CHECKPOINT_CONFIG)
     values = read_yaml(config_path) if config_path is not None else dict(checkpoint_values)
@@ -45,6 +46,15 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     if config_path is None or "output_dir" not in values:
         values["output_dir"] = str(Path(checkpoint_values.get("output_dir", "runs")) / "finetune" / task_name)
     values["tasks"] = [entry]
+    data = dict(values.get("data") or {})
+    if isinstance(data.get("max_train_samples"), dict):  # per-task caps: keep this task's
+        data["max_train_samples"] = data["max_train_samples"].get(task_name)
+        values["data"] = data
+    if config_path is None:  # what only makes sense across several tasks is not inherited from stage 2
+        train_values = dict(values.get("train") or {})
+        train_values.pop("sampling", None)
+        train_values.pop("distillation", None)
+        values["train"] = train_values
     model = {**(values.get("model") or {}), "name_or_path": str(checkpoint), "tokenizer": str(checkpoint),
              "from_scratch": False}
     if model.get("sharing") == "soft":  # the stage-3 model has the one encoder its task was trained with

@@ -128,7 +128,8 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     elif config.model.task_embeddings:  # a given model (fine-tuning) gets vectors for its tasks where it lacks them
         for encoder in model.encoders():
             attach(encoder, model.heads)
-    train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.max_train_samples)
+    config.data.check_train_caps(tasks)
+    train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.train_cap(name))
                   for name, task in tasks.items() if "train" in (task.data_files or task.splits)}
     dev_data = {name: load_task_data(task, "dev", tokenizer, config.data, config.data.max_eval_samples)
                 for name, task in tasks.items() if "dev" in (task.data_files or task.splits)}

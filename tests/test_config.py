@@ -23,6 +23,8 @@ def test_yaml_and_overrides(tmp_path):
     ("train: {batch_size: 0}", "train.batch_size must be at least 1"),
     ("tasks: []", "`tasks` is empty"),
     ("[1, 2]", "must hold a mapping"),
+    ("data: {max_train_samples: {cola: many}}", "`data.max_train_samples.cola` must be of type int"),
+    ("data: {max_train_samples: {cola: 0}}", "`data.max_train_samples.cola` must be a positive integer"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -37,3 +39,12 @@ def test_override_errors():
         load_config(None, ["train.max_steps"])
     with pytest.raises(MTDNNError, match="unknown config key `train.max_step`"):
         load_config(None, ["train.max_step=3"])
+
+
+def test_per_task_training_caps(tmp_path):
+    config = load_config(None, ["tasks=[cola,rte]", "data.max_train_samples={cola: 300}"])
+    assert config.data.train_cap("cola") == 300 and config.data.train_cap("rte") is None
+    config.data.check_train_caps(["cola", "rte"])
+    with pytest.raises(MTDNNError, match="`data.max_train_samples.sst2` names no task of this run"):
+        load_config(None, ["data.max_train_samples={sst2: 5}"]).data.check_train_caps(["cola", "rte"])
+    assert load_config(None, ["data.max_train_samples=7"]).data.train_cap("rte") == 7

@@ -63,6 +63,19 @@ def test_finetune_config_file_sets_stage_3_hyper_parameters(stage2, task_files, 
     assert config.data.max_seq_length == 24 and config.model.name_or_path == str(stage2)
 
 
+def test_stage_3_keeps_its_task_cap_and_leaves_multi_task_settings_behind(stage2, tmp_path):
+    values = yaml.safe_load((stage2 / finetuning.CHECKPOINT_CONFIG).read_text())
+    values["data"]["max_train_samples"] = {"single": 40, "score": 30}
+    values["train"]["sampling"] = {"strategy": "main_task_ratio", "main_task": "score", "ratio": 0.5}
+    values["train"]["distillation"] = {"soft_targets": str(tmp_path / "targets"), "weight": 0.7}
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / finetuning.CHECKPOINT_CONFIG).write_text(yaml.safe_dump(values))
+    config = finetuning.finetune_config(checkpoint, "single")
+    assert config.data.train_cap("single") == 40 and config.data.max_train_samples == 40
+    assert config.train.sampling.strategy == "proportional" and config.train.distillation.soft_targets is None
+
+
 def test_finetune_errors(stage2, task_files, tmp_path, capsys):
     assert main(["finetune", str(stage2), "--task", "pair", "--set", f"output_dir={tmp_path}"]) == 2
     assert "task `pair` is not one the checkpoint was trained on (single, score)" in capsys.readouterr().err
