@@ -3,7 +3,8 @@
 The word embeddings x of a batch are perturbed by x~ = x + delta, with delta started at N(0, sigma^2) and moved
 by normalised gradient-ascent steps on the divergence between the model's clean and perturbed outputs, each
 step projected back into the max-norm ball ||delta||_inf <= epsilon. The regulariser is that divergence at
-the final delta (symmetric KL; MSE for regression), added to the task loss with weight alpha.
+the final delta (symmetric KL; of each label's Bernoulli for multi-label tasks; MSE for regression), added to
+the task loss with weight alpha.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from mtdnn.evaluation import predictions_from_logits, task_logits
+    from mtdnn.evaluation import prediction_texts, predictions_from_logits, task_logits
 
     if args.input is not None:
         return _predict_input(args)
@@ -138,17 +138,12 @@ def run_predict(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, task_data in data.items():
         task = task_data.task
-        predictions = predictions_from_logits(task.type, task_logits(model, task_data, batch_size))
+        predictions = predictions_from_logits(task.type, task_logits(model, task_data, batch_size), task.threshold)
         path = output_dir / f"{name}.tsv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
             writer.writerow(["index", "prediction"])
-            for index, prediction in zip(task_data.idx, predictions):
-                if task.type in ("single_classification", "pair_classification"):
-                    prediction = task.label_names[int(prediction)]
-                elif task.type == "regression":
-                    prediction = f"{float(prediction):.6f}"
-                writer.writerow([index, prediction])
+            writer.writerows(zip(task_data.idx, prediction_texts(task, predictions)))
         print(path)
     return 0
 

@@ -58,8 +58,9 @@ class TaskData:
         types = [self.token_type_ids[i] for i in indices] if self.token_type_ids is not None else None
         batch = _pad(sequences, types, self.pad_token_id)
         if self.labels is not None:
-            dtype = torch.float32 if self.task.type == "regression" else torch.long
-            batch["labels"] = torch.tensor([self.labels[i] for i in indices], dtype=dtype)
+            floats = self.task.type in ("regression", "multi_label_classification")  # multi-hot: (batch, num_labels)
+            batch["labels"] = torch.tensor([self.labels[i] for i in indices],
+                                           dtype=torch.float32 if floats else torch.long)
         return batch
 
     def _collate_groups(self, indices) -> dict[str, torch.Tensor]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from accelerate.utils import gather_object
+from scipy.special import expit
 
 from mtdnn.data import TaskData
 from mtdnn.metrics import compute_metrics
+from mtdnn.tasks import TaskSpec
 
 
 @torch.inference_mode()
@@ -37,16 +39,32 @@ def task_logits(model, data: TaskData, batch_size: int, device: torch.device | s
     return out
 
 
-def predictions_from_logits(task_type: str, logits: np.ndarray) -> np.ndarray:
-    """Class ids (classification), values (regression) or the chosen candidate's position (ranking)."""
+def predictions_from_logits(task_type: str, logits: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class ids (classification), values (regression), the chosen candidate's position (ranking), or a
+    multi-hot row per example (multi-label: the labels whose probability is at least `threshold`)."""
     if task_type == "regression":
         return logits[:, 0]
+    if task_type == "multi_label_classification":
+        return (expit(logits) >= threshold).astype(np.int64)  # (examples, num_labels)
     return logits.argmax(axis=-1)
+
+
+def prediction_texts(task: TaskSpec, predictions: np.ndarray) -> list[str]:
+    """Predictions as `mtdnn predict` writes them: label names (multi-label: joined by the task's delimiter,
+    empty for none), values with 6 decimals (regression), candidate positions (ranking)."""
+    if task.type == "multi_label_classification":
+        return [task.label_delimiter.join(name for name, on in zip(task.label_names, row) if on)
+                for row in predictions]
+    if task.type.endswith("classification"):
+        return [task.label_names[int(prediction)] for prediction in predictions]
+    if task.type == "regression":
+        return [f"{float(prediction):.6f}" for prediction in predictions]
+    return [str(prediction) for prediction in predictions]
 
 
 def evaluate_task(model, data: TaskData, batch_size: int, device="cpu", process_index: int = 0,
                   num_processes: int = 1) -> dict[str, float]:
     """The task's GLUE metrics on a labelled split."""
     logits = task_logits(model, data, batch_size, device, process_index, num_processes)
-    predictions = predictions_from_logits(data.task.type, logits)
+    predictions = predictions_from_logits(data.task.type, logits, data.task.threshold)
     return compute_metrics(data.task.metrics, data.task.type, predictions, np.asarray(data.labels))

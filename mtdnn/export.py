@@ -25,9 +25,10 @@ PROBE = ("The exported model must agree with mtdnn.", "It is checked on this pai
 def classification_config(model: MTDNNModel, task: TaskSpec):
     """The encoder's config with the task's labels: id2label/label2id, or one output and problem type regression."""
     config = copy.deepcopy(model.encoder.config)
-    if task.type.endswith("classification"):
+    if task.type.endswith("classification"):  # multi-label: one sigmoid output per label, BCE loss in transformers
         labels = list(task.label_names)
-        config.problem_type = "single_label_classification"
+        multi = task.type == "multi_label_classification"
+        config.problem_type = "multi_label_classification" if multi else "single_label_classification"
     else:  # regression, and ranking's relevance score: one unbounded output
         labels = [task.name]
         config.problem_type = "regression"
@@ -81,7 +82,7 @@ def classifier_state(model: MTDNNModel, task: TaskSpec, target_keys: set[str], p
 @torch.inference_mode()
 def max_logit_difference(model: MTDNNModel, exported, tokenizer, task: TaskSpec) -> float:
     """Largest absolute difference of the two models' logits on a probe input (both in eval mode)."""
-    pair = task.type != "single_classification"
+    pair = len(task.text_columns) == 2
     inputs = tokenizer(PROBE[0], PROBE[1] if pair else None, return_tensors="pt")
     model.eval()
     exported.eval()

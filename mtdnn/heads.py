@@ -104,6 +104,7 @@ HEADS = {
     "pair_classification": classification_head,
     "regression": scalar_head,
     "ranking": scalar_head,
+    "multi_label_classification": classification_head,  # one logit per label, read through a sigmoid
 }
 
 

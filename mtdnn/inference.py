@@ -30,24 +30,40 @@ Text = str | tuple[str, str] | list[str]
 @dataclass
 class Prediction:
     label: str | None
-    """Class name (classification); None for regression and ranking."""
+    """Class name (classification; multi-label: the predicted names joined by the task's delimiter); None for
+    regression and ranking."""
     score: float
-    """Probability of `label` (classification), the predicted value (regression) or relevance (ranking)."""
+    """Probability of `label` (classification; multi-label: of exactly that label set, the labels being
+    independent), the predicted value (regression) or relevance (ranking)."""
     probabilities: dict[str, float] | None = None
-    """Probability of every class (classification only)."""
+    """Probability of every class (classification; multi-label: each label's own sigmoid)."""
+    labels: list[str] | None = None
+    """Multi-label only: the predicted label names (probability at least the task's threshold), maybe none."""
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "score": self.score, "probabilities": self.probabilities}
+        extra = {"labels": self.labels} if self.labels is not None else {}
+        return {"label": self.label, "score": self.score, "probabilities": self.probabilities, **extra}
 
 
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> list[Prediction]:
     """logits: (examples, num_outputs) of one task's head."""
     if task.type in ("regression", "ranking"):
         return [Prediction(label=None, score=float(row[0])) for row in logits]
+    if task.type == "multi_label_classification":
+        return [_multi_label_prediction(task, row) for row in torch.sigmoid(torch.from_numpy(logits).float()).numpy()]
     probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()  # (examples, num_labels)
     return [Prediction(label=task.label_names[int(row.argmax())], score=float(row.max()),
                        probabilities={name: float(p) for name, p in zip(task.label_names, row)})
             for row in probabilities]
+
+
+def _multi_label_prediction(task: TaskSpec, probabilities: np.ndarray) -> Prediction:
+    """probabilities: (num_labels,) sigmoids of one example."""
+    chosen = probabilities >= task.threshold
+    names = [name for name, on in zip(task.label_names, chosen) if on]
+    score = float(np.where(chosen, probabilities, 1 - probabilities).prod())
+    return Prediction(label=task.label_delimiter.join(names), score=score, labels=names,
+                      probabilities={name: float(p) for name, p in zip(task.label_names, probabilities)})
 
 
 class Predictor:
@@ -98,7 +114,7 @@ def split_texts(task: TaskSpec, texts: Sequence[Text]) -> tuple[list[str], list[
         raise MTDNNError("`texts` must be a list of texts (or of (a, b) pairs), not a single string.")
     if not texts:
         raise MTDNNError("`texts` is empty: give at least one text.")
-    pairs = task.type != "single_classification"
+    pairs = len(task.text_columns) == 2
     for position, text in enumerate(texts):
         if pairs != (isinstance(text, (tuple, list)) and len(text) == 2):
             expected = "an (a, b) pair of strings" if pairs else "a string"

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 
 from mtdnn.errors import MTDNNError
-from mtdnn.tasks import GlueFiles, TaskSpec
+from mtdnn.tasks import MULTI_LABEL, GlueFiles, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,10 @@ def glue_dir_from(configured: str | None) -> Path | None:
 
 
 def encode_label(raw, task: TaskSpec, where: str):
-    """Map a raw label (name, id, or number) to the id the hub version uses; None for unlabeled."""
+    """Map a raw label (name, id, or number) to the id the hub version uses; None for unlabeled.
+    Multi-label: a list of names (or ids), or names joined by the task's delimiter, to a multi-hot list."""
+    if task.type == MULTI_LABEL and raw is not None:
+        return encode_multi_label(raw, task, where)
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return None
     if task.type == "regression":
@@ -64,6 +67,27 @@ def encode_label(raw, task: TaskSpec, where: str):
         f"{where}: unknown label {raw!r} for task `{task.name}`; expected one of {list(task.label_names)} "
         f"or an id in 0..{len(task.label_names) - 1}."
     )
+
+
+def encode_multi_label(raw, task: TaskSpec, where: str) -> list[int]:
+    """A multi-hot list over `task.label_names`; an empty list or an empty cell means no label applies."""
+    if isinstance(raw, str):
+        names = [name.strip() for name in raw.split(task.label_delimiter) if name.strip()]
+    elif isinstance(raw, (list, tuple)):
+        names = raw
+    else:
+        raise MTDNNError(f"{where}: the label of multi-label task `{task.name}` must be a list of label names or "
+                         f"names joined by {task.label_delimiter!r}, got {raw!r}.")
+    hot = [0] * len(task.label_names)
+    for name in names:
+        if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(hot):
+            hot[name] = 1
+        elif isinstance(name, str) and name.strip() in task.label_names:
+            hot[task.label_names.index(name.strip())] = 1
+        else:
+            raise MTDNNError(f"{where}: unknown label {name!r} for task `{task.name}`; expected names from "
+                             f"{list(task.label_names)} (separated by {task.label_delimiter!r} in a text column).")
+    return hot
 
 
 def read_glue_tsv(path: Path, glue: GlueFiles) -> list[dict]:

@@ -11,10 +11,16 @@ from dataclasses import dataclass, field
 
 from mtdnn.errors import MTDNNError
 
-TASK_TYPES = ("single_classification", "pair_classification", "regression", "ranking")
-"""The paper's four task types, by name (their heads and losses are keyed by these names)."""
+TASK_TYPES = ("single_classification", "pair_classification", "regression", "ranking", "multi_label_classification")
+"""The paper's four task types and multi-label classification, by name (their heads and losses are keyed by these)."""
 
-METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
+MULTI_LABEL = "multi_label_classification"
+"""Several independent yes/no labels per example: one sigmoid output per label name."""
+
+MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "exact_match")
+"""Metrics of multi-label predictions (multi-hot vectors); exact_match is subset accuracy."""
+
+METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", *MULTI_LABEL_METRICS)
 
 ANSWER_MODULES = ("linear", "san")
 """What turns a task's encoder output into logits: the paper's linear head, or SAN (paper section 3.2)."""
@@ -45,11 +51,16 @@ class TaskSpec:
     text_columns: tuple[str, ...]
     """Input text columns in the source data: one (single sentence) or two (pair, query/candidate)."""
     label_names: tuple[str, ...] | None = None
-    """Class names in label-id order; None for regression."""
+    """Class names in label-id order; None for regression. Multi-label: every label that an example may carry."""
     label_column: str = "label"
-    """Column holding the label (a name, an id, a number for regression, 0/1 for ranking candidates)."""
-    metrics: tuple[str, ...] = ("accuracy",)
-    """Metric names (those of the `evaluate` GLUE metric)."""
+    """Column holding the label (a name, an id, a number for regression, 0/1 for ranking candidates; multi-label:
+    a list of names, or names joined by `label_delimiter`)."""
+    metrics: tuple[str, ...] = ()
+    """Metric names (those of the GLUE metric, or MULTI_LABEL_METRICS); empty: accuracy, multi-label all three."""
+    threshold: float = 0.5
+    """Multi-label only: a label is predicted where its probability is at least this."""
+    label_delimiter: str = ","
+    """Multi-label only: what separates label names in a text label column (an empty cell: no labels)."""
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation", "test": "test"})
     """Our split name -> the source's split name (hub) ."""
     dropout: float = 0.1
@@ -64,8 +75,6 @@ class TaskSpec:
     """Local files, split -> path (.tsv, .csv, .json/.jsonl), for a user's own task."""
     index_column: str | None = "idx"
     """Column with example ids, written in prediction files; rows are numbered where absent."""
-    group_column: str | None = None
-    """Ranking only: rows sharing this column's value are one query's candidates."""
     skip_invalid_groups: bool = False
     """Ranking only: drop queries without exactly one positive among two or more candidates, instead of failing."""
     answer_module: str = "linear"
@@ -91,14 +100,14 @@ class TaskSpec:
         where = f"task `{self.name}`"
         if self.type not in TASK_TYPES:
             raise MTDNNError(f"{where}: unknown type {self.type!r}; use one of {', '.join(TASK_TYPES)}.")
-        if self.type in ("single_classification", "pair_classification") and not self.label_names:
+        if self.type.endswith("classification") and not self.label_names:
             raise MTDNNError(f"{where}: a classification task needs `label_names`.")
-        expected = 1 if self.type == "single_classification" else 2
-        if len(self.text_columns) != expected:
-            raise MTDNNError(f"{where}: type {self.type} needs {expected} text column(s), got {list(self.text_columns)}.")
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown:
-            raise MTDNNError(f"{where}: unknown metric {unknown[0]!r}; use some of {', '.join(METRICS)}.")
+        expected = (1, 2) if self.type == MULTI_LABEL else (1,) if self.type == "single_classification" else (2,)
+        if len(self.text_columns) not in expected:
+            raise MTDNNError(f"{where}: type {self.type} needs {' or '.join(map(str, expected))} text column(s), "
+                             f"got {list(self.text_columns)}.")
+        self._check_metrics(where)
+        self._check_multi_label(where)
         if not 0.0 <= self.dropout < 1.0:
             raise MTDNNError(f"{where}: dropout must be in [0, 1), got {self.dropout}.")
         if self.answer_module not in ANSWER_MODULES:
@@ -112,6 +121,28 @@ class TaskSpec:
         if not isinstance(self.san_step_dropout, (int, float)) or not 0.0 <= self.san_step_dropout < 1.0:
             raise MTDNNError(f"{where}: san_step_dropout must be in [0, 1), got {self.san_step_dropout!r}.")
 
+    def _check_metrics(self, where: str) -> None:
+        if not self.metrics:  # frozen: the type's default is filled in once, so that to_dict() records it
+            object.__setattr__(self, "metrics", MULTI_LABEL_METRICS if self.type == MULTI_LABEL else ("accuracy",))
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise MTDNNError(f"{where}: unknown metric {unknown[0]!r}; use some of {', '.join(METRICS)}.")
+        # multi-hot rows and single class ids need different metrics: scikit-learn's binary F1 refuses the former
+        allowed = MULTI_LABEL_METRICS if self.type == MULTI_LABEL else METRICS[: -len(MULTI_LABEL_METRICS)]
+        misplaced = [m for m in self.metrics if m not in allowed]
+        if misplaced:
+            raise MTDNNError(f"{where}: metric {misplaced[0]!r} does not apply to type {self.type}; use some of "
+                             f"{', '.join(allowed)}.")
+
+    def _check_multi_label(self, where: str) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 < self.threshold < 1.0:
+            raise MTDNNError(f"{where}: threshold must be a probability in (0, 1), got {self.threshold!r}.")
+        if not isinstance(self.label_delimiter, str) or not self.label_delimiter:
+            raise MTDNNError(f"{where}: label_delimiter must be a non-empty string, got {self.label_delimiter!r}.")
+        if self.type == MULTI_LABEL and len(set(self.label_names)) != len(self.label_names):
+            raise MTDNNError(f"{where}: `label_names` lists a name twice: {list(self.label_names)}.")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -119,6 +150,8 @@ class TaskSpec:
     def from_dict(cls, values: dict) -> "TaskSpec":
         """Build a task from a mapping (the YAML config or a checkpoint's task table)."""
         name = values.get("name", "?")
+        # `group_column` was declared but never read; task tables written with it (as null) still load
+        values = {key: value for key, value in values.items() if not (key == "group_column" and value is None)}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in values if k not in names]
         if unknown:
