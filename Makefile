@@ -6,7 +6,7 @@ MTDNN := $(VENV)/bin/mtdnn
 export GLUE_DIR ?= $(abspath ../shared/data/glue)
 export HF_HOME ?= $(abspath .cache/huggingface)
 
-.PHONY: install test quickstart pretrain pipeline pipeline-quick ablation clean bench reproduce transfer
+.PHONY: install test quickstart resume-demo pretrain pipeline pipeline-quick ablation clean bench reproduce transfer
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ quickstart: install
 	$(MTDNN) train configs/quickstart.yaml --overwrite
 	$(MTDNN) evaluate runs/quickstart/best
 	$(MTDNN) predict runs/quickstart/best --split test --output-dir runs/quickstart/predictions
+
+# Issue 5's real-data demonstration: SIGKILL a quickstart run mid-epoch, resume it, compare with runs/quickstart.
+resume-demo: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/kill_and_resume.py configs/quickstart.yaml --reference runs/quickstart \
+		--output-dir runs/kill-and-resume
 
 # Stage 1 (continued MLM of MiniLM on GLUE sentences, minutes), and stages 2 + 3 with the dev table.
 pretrain: install

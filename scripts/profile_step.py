@@ -1,0 +1,84 @@
+"""Where one training step's time goes: a bare MiniLM step (forward, backward, clipping, fused AdamW) under
+`torch.profiler`, its operators' own CPU time grouped by kind. Used by docs/performance.md (issue 4).
+
+    python scripts/profile_step.py                  # batch 32 x 16 tokens (an sst2 batch) and 32 x 64 (a pair batch)
+    python scripts/profile_step.py --lengths 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from mtdnn.model import MTDNNModel
+from mtdnn.tasks import GLUE_TASKS
+
+KINDS = [  # (kind, substrings of aten operator names), first match wins
+    ("matmul (linear layers, forward and backward)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")),
+    ("attention kernel (SDPA)", ("scaled_dot_product", "_flash_attention", "_efficient_attention")),
+    ("optimizer (fused AdamW)", ("_fused_adamw",)),
+    ("gradient clipping (norms, scaling)", ("linalg_vector_norm", "_foreach_norm", "_foreach_mul", "aten::norm")),
+    ("word-embedding gradient (dense 30,522 x 384)", ("embedding_dense_backward", "embedding_backward",
+                                                      "index_add", "aten::zero_", "aten::fill_")),
+    ("dropout", ("dropout", "bernoulli", "native_dropout")),
+    ("LayerNorm", ("layer_norm",)),
+    ("GELU", ("gelu",)),
+    ("element-wise adds, copies, reductions", ("aten::add", "aten::copy_", "aten::sum", "aten::mul", "aten::div",
+                                               "aten::cat", "aten::clone", "aten::to")),
+]
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, keys in KINDS if any(key in name for key in keys)), "other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    model = MTDNNModel.from_encoder("sentence-transformers/all-MiniLM-L6-v2", {"sst2": GLUE_TASKS["sst2"]}).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}; "
+          f"{args.steps} profiled steps per length after 3 warm-up steps")
+    for length in args.lengths:
+        ids = torch.randint(1000, 20000, (args.batch_size, length))
+        mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+        labels = torch.randint(0, 2, (args.batch_size,))
+
+        def step() -> None:
+            loss = model("sst2", input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+
+        for _ in range(3):
+            step()
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        seconds = (time.perf_counter() - started) / args.steps
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(args.steps):
+                step()
+        totals: dict[str, float] = defaultdict(float)
+        for event in profiler.key_averages():
+            totals[kind_of(event.key)] += event.self_cpu_time_total
+        whole = sum(totals.values())
+        print(f"\n{args.batch_size} x {length} tokens: {seconds * 1000:.0f} ms per step (unprofiled)")
+        print("| kind of work | share of the step's operator time |\n|---|---|")
+        for kind, micros in sorted(totals.items(), key=lambda item: -item[1]):
+            print(f"| {kind} | {micros / whole:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
