@@ -3,7 +3,8 @@
 Every arm is MT-DNN's multi-task run (stage 2) on rte, mrpc, stsb and cola with one mechanism switched on,
 run through the command line (`mtdnn train`, `mtdnn distill`) on the same random training subsets (unequal
 sizes, so that the sampling strategies differ), seeds and budget. After each run, `mtdnn evaluate` reloads its
-final checkpoint and must reproduce the logged RTE metrics. One JSON file per finished (arm, seed) under
+final checkpoint and must reproduce the logged RTE metrics. The `ranking` arm adds QNLI as a listwise ranking
+task, trained on 700 of QNLI's dev questions and scored on the others (QNLI has no training set here). One JSON file per finished (arm, seed) under
 the output directory: a re-run skips finished arms and resumes an interrupted one. Writes its own section of
 docs/results.md (between `<!-- ablation:begin -->` and `<!-- ablation:end -->`).
 
@@ -65,7 +66,12 @@ ARMS: dict[str, tuple[str, dict]] = {
     "soft_sharing": ("soft sharing: one encoder per task, lambda=1e-3", {"model": {"sharing": "soft"}}),
     "distillation": ("MT-DNN-KD: soft targets of baseline+san+temperature, weight 0.5, T=1",
                      {"train": {"distillation": {"weight": 0.5, "temperature": 1.0}}}),
+    "ranking": ("+ QNLI as listwise ranking, a 5th task (trained on 700 QNLI dev questions, scored on the rest)",
+                {"ranking": True}),
 }
+RANKING_TASK = "qnli_rank"
+RANKING_TRAIN_QUESTIONS = 700
+"""QNLI has no training set here: the ranking arm splits the dev questions (seed 0) into its training and dev sets."""
 
 
 def merge(base: dict, patch: dict) -> dict:
@@ -75,10 +81,35 @@ def merge(base: dict, patch: dict) -> dict:
     return merged
 
 
+def ranking_entry(directory: Path) -> dict:
+    """An own ranking task in the generic jsonl format (a question, its candidate sentences, the positive's
+    position), made of QNLI's dev questions grouped as `qnli_ranking` groups them, split at random by question."""
+    import numpy as np
+
+    from mtdnn.sources import glue_dir_from, load_split
+    from mtdnn.tasks import GLUE_TASKS
+
+    files = {split: Path(directory) / f"{RANKING_TASK}-{split}.jsonl" for split in ("train", "dev")}
+    if not all(path.is_file() for path in files.values()):
+        groups = load_split(GLUE_TASKS["qnli_ranking"], "dev", glue_dir_from(None))
+        order = np.random.default_rng(0).permutation(len(groups["idx"]))
+        for split, rows in (("train", order[:RANKING_TRAIN_QUESTIONS]), ("dev", order[RANKING_TRAIN_QUESTIONS:])):
+            files[split].parent.mkdir(parents=True, exist_ok=True)
+            staging = files[split].with_name(f".{files[split].name}.tmp")
+            staging.write_text("".join(json.dumps({"idx": int(groups["idx"][row]), "question": groups["text_a"][row],
+                                                   "sentence": groups["candidates"][row],
+                                                   "label": groups["label"][row]}) + "\n" for row in sorted(rows)))
+            staging.replace(files[split])
+    return {"name": RANKING_TASK, "type": "ranking", "text_columns": ["question", "sentence"],
+            "data_files": {split: str(path.resolve()) for split, path in files.items()}}
+
+
 def arm_config(arm: str, seed: int, entries: dict, run_dir: Path) -> dict:
     patch = dict(ARMS[arm][1])
     san = patch.pop("san", [])
     tasks = [{**entries[name], "answer_module": "san"} if name in san else entries[name] for name in TASKS]
+    if patch.pop("ranking", False):
+        tasks.append(entries[RANKING_TASK])
     return merge({"model": {"name_or_path": MODEL}, "tasks": tasks, **BASE, "output_dir": str(run_dir)},
                  merge({"train": {"seed": seed}}, patch))
 
@@ -115,12 +146,19 @@ def run_arm(arm: str, seed: int, entries: dict, output_dir: Path) -> dict:
     reloaded = json.loads(mtdnn("evaluate", str(run_dir / "last"), "--tasks", "rte"))["rte"]
     reload_ok = all(abs(reloaded[name] - metrics["rte"][name]) < 1e-6 for name in reloaded)
     steps = max(row["step"] for row in experiment.eval_rows(run_dir))
-    return {"metrics": metrics, "reload_reproduces_metrics": reload_ok, "updates": steps}
+    result = {"metrics": metrics, "reload_reproduces_metrics": reload_ok, "updates": steps}
+    if RANKING_TASK in metrics:  # what ranking the candidates at random scores: the mean of 1 / candidates
+        dev = [json.loads(line) for line in Path(entries[RANKING_TASK]["data_files"]["dev"]).read_text().splitlines()]
+        result["ranking_chance"] = sum(1 / len(row["sentence"]) for row in dev) / len(dev)
+        result["ranking_questions"] = len(dev)
+    return result
 
 
 def run_all(seeds: list[int], arms: list[str], output_dir: Path) -> ResultStore:
     store = ResultStore(output_dir / "results")
     entries = {name: experiment.write_subset(name, TRAIN_CAPS[name], 0, output_dir / "data") for name in TASKS}
+    if "ranking" in arms:
+        entries[RANKING_TASK] = ranking_entry(output_dir / "data")
     order = [arm for arm in arms if arm in TEACHERS] + [arm for arm in arms if arm not in TEACHERS]
     for seed in seeds:
         for arm in order:
@@ -216,10 +254,11 @@ def report(store: ResultStore, seeds: list[int], command: str, majority: dict[st
               "| arm | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
     lines += [f"| {arm} | " + " | ".join(delta(arm, task) for task in TASKS) + " |"
               for arm in ARMS if arm != "baseline" and arm in runs]
-    return "\n".join([*lines, "", *reading(seeds, runs.get("baseline", {}), majority or {})])
+    return "\n".join([*lines, "", *reading(seeds, runs.get("baseline", {}), majority or {}, runs.get("ranking"))])
 
 
-def reading(seeds: list[int], baseline: dict[int, dict], majority: dict[str, float | None]) -> list[str]:
+def reading(seeds: list[int], baseline: dict[int, dict], majority: dict[str, float | None],
+            ranking: dict[int, dict] | None = None) -> list[str]:
     at_floor = [task for task in TASKS if majority.get(task) is not None and baseline
                 and max(task_score(run, task) for run in baseline.values()) <= majority[task] + 0.02]
     floor = ([f"- At this budget the baseline has not left the majority-class level on {', '.join(at_floor)} "
@@ -243,8 +282,22 @@ def reading(seeds: list[int], baseline: dict[int, dict], majority: dict[str, flo
         "- `main_task` trains fewer updates (the other tasks' batches are capped; see `updates`); `continual` "
         "spreads each task's batches over its stages; the other sampling arms change the task mix, not the number "
         "of steps.",
-        "- Relevance ranking (`qnli_ranking`) is not an arm: QNLI has no training set here (dev and test only).",
+        *ranking_lines(ranking or {}),
     ]
+
+
+def ranking_lines(runs: dict[int, dict]) -> list[str]:
+    """The ranking arm's own task, which the table's columns leave out."""
+    if not runs:
+        return ["- Relevance ranking is the `ranking` arm (`--arms ranking`), not run here: QNLI has no training set "
+                "here, so that arm trains on part of QNLI's dev questions."]
+    run = next(iter(runs.values()))
+    accuracy = format_mean_std([r["metrics"][RANKING_TASK]["accuracy"] for r in runs.values()])
+    return [f"- The `ranking` arm adds QNLI as the paper's listwise ranking task: QNLI has no training set here, so "
+            f"its dev questions with one entailing sentence among two or more candidates were split at random "
+            f"(seed 0) into {RANKING_TRAIN_QUESTIONS} training questions and {run['ranking_questions']} scored ones. "
+            f"Accuracy (the positive ranked first): {accuracy}, where ranking at random scores "
+            f"{run['ranking_chance'] * 100:.1f}. Its other columns show what a fifth task did to the four."]
 
 
 def main() -> int:

@@ -9,12 +9,16 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "scripts"))
 import ablation  # noqa: E402
 import experiment  # noqa: E402
+from conftest import GLUE_DIR, needs_glue  # noqa: E402
 from mtdnn.config import Config, build_settings  # noqa: E402
+from mtdnn.sources import load_split  # noqa: E402
+from mtdnn.tasks import resolve_tasks  # noqa: E402
 
 
 @pytest.mark.parametrize("arm", list(ablation.ARMS))
 def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_mechanism(arm, tmp_path):
     entries = {name: {"name": name} for name in ablation.TASKS}
+    entries[ablation.RANKING_TASK] = {"name": ablation.RANKING_TASK}
     values = ablation.arm_config(arm, 3, entries, tmp_path)
     config = build_settings(Config, values)
     baseline = build_settings(Config, ablation.arm_config("baseline", 3, entries, tmp_path))
@@ -22,6 +26,19 @@ def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_
     assert (config == baseline) == (arm in ("baseline", "distillation"))  # distill: `mtdnn distill` turns it on
     if arm == "san":
         assert [entry.get("answer_module") for entry in values["tasks"]] == ["san", "san", None, None]
+    assert [entry["name"] for entry in values["tasks"]][4:] == ([ablation.RANKING_TASK] if arm == "ranking" else [])
+
+
+@needs_glue("QNLI/dev.tsv")
+def test_ranking_arm_splits_qnli_dev_questions_into_a_generic_ranking_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(GLUE_DIR))
+    entry = ablation.ranking_entry(tmp_path)
+    task = resolve_tasks([entry])[ablation.RANKING_TASK]
+    train, dev = (load_split(task, split, None) for split in ("train", "dev"))
+    assert len(train["idx"]) == ablation.RANKING_TRAIN_QUESTIONS and len(dev["idx"]) == 1362 - 700
+    assert not set(train["text_a"]) & set(dev["text_a"])  # no question in both
+    assert all(0 <= label < len(candidates) and len(candidates) >= 2
+               for label, candidates in zip(dev["label"], dev["candidates"]))
 
 
 def test_report_pairs_deltas_by_seed(tmp_path):
@@ -36,3 +53,17 @@ def test_report_pairs_deltas_by_seed(tmp_path):
     assert smart[2] == "65.0 ± 14.1" and smart[-3:-1] == ["95/95", "ok"]  # rte: 55 and 75
     assert smart[7] == "+2.5 ± 1.8"  # the 4-task average: rte deltas +5 and +15 (paired by seed), over 4 tasks
     assert per_task[1] == "+10.0 ± 7.1" and per_task[2] == "+0.0 ± 0.0"
+    assert "not run here" in text  # no ranking arm among the results
+
+
+def test_report_gives_the_ranking_arms_own_task_against_chance(tmp_path):
+    store = experiment.ResultStore(tmp_path)
+    for arm, extra in (("baseline", {}), ("ranking", {ablation.RANKING_TASK: {"accuracy": 0.764}})):
+        metrics = {"rte": {"accuracy": 0.5}, "mrpc": {"accuracy": 0.7, "f1": 0.8}, "stsb": {"pearson": 0.1,
+                   "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, **extra}
+        store.save({"arm": arm, "seed": 1, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
+                    "seconds": 60.0, **({"ranking_chance": 0.4, "ranking_questions": 662} if extra else {})},
+                   arm, "seed-1")
+    text = ablation.report(store, [1], "python scripts/ablation.py")
+    assert "700 training questions and 662 scored ones" in text
+    assert "Accuracy (the positive ranked first): 76.4, where ranking at random scores 40.0" in text
