@@ -303,7 +303,9 @@ def apply_override(values: dict, assignment: str) -> None:
     keys = dotted.strip().split(".")
     node = values
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:  # an unset (null) key becomes a section: `data.max_train_samples.cola=300`
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
             raise MTDNNError(f"--set {dotted}: `{key}` is not a section of the config.")
     node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None

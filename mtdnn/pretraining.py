@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,7 +186,8 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     if resume and resume_from is None:
         logger.info("no checkpoint in %s to resume from; starting afresh", output_dir)
     if accelerator.is_main_process:
-        prepare_output_dir(output_dir, overwrite, resume_from is not None)
+        # --resume without a checkpoint yet (stopped before the first save) starts the run again
+        prepare_output_dir(output_dir, overwrite or resume, resume_from is not None)
         save_config(config, output_dir / "pretrain_config.yaml")
     set_seed(settings.seed)
     tokenizer = load_tokenizer(str(resume_from or config.model.tokenizer or config.model.name_or_path))
@@ -258,7 +260,9 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
                 if settings.save_every_steps and at.step % settings.save_every_steps == 0 and at.step < total_updates:
                     save()
                 if signals.received is not None:
-                    raise StoppedBySignal(signals.received, save())
+                    accelerator.set_trigger()
+                if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
+                    raise StoppedBySignal(signals.received or signal.SIGTERM, save())
             if at.batch_in_epoch == len(batches):
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
                 if at.step < total_updates:

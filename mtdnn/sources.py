@@ -78,6 +78,9 @@ def encode_multi_label(raw, task: TaskSpec, where: str) -> list[int]:
     else:
         raise MTDNNError(f"{where}: the label of multi-label task `{task.name}` must be a list of label names or "
                          f"names joined by {task.label_delimiter!r}, got {raw!r}.")
+    if len(set(map(repr, names))) < len(names):
+        raise MTDNNError(f"{where}: the label {raw!r} of multi-label task `{task.name}` repeats a label; give each "
+                         f"label name (or id) once, not a 0/1 vector.")
     hot = [0] * len(task.label_names)
     for name in names:
         if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(hot):

@@ -229,7 +229,9 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                 elif settings.save_every_steps and at.step % settings.save_every_steps == 0:
                     save(evaluate=False)
                 if signals.received is not None:
-                    raise StoppedBySignal(signals.received, save(evaluate=False))
+                    accelerator.set_trigger()
+                if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
+                    raise StoppedBySignal(signals.received or signal.SIGTERM, save(evaluate=False))
             if at.batch_in_epoch == len(steps):
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
             save(evaluate=True)

@@ -3,7 +3,7 @@
 Runs `mtdnn train CONFIG` in a child process, kills it with SIGKILL a chosen number of steps after it wrote
 a checkpoint (so that it dies mid-epoch, with work after the newest checkpoint lost), runs
 `mtdnn train CONFIG --resume` on the same directory, and compares the result with an uninterrupted run of
-the same config: every weight of `last/` (bitwise) and every row of `metrics.jsonl` (exactly).
+the same config: every weight of `last/` (bitwise) and every dev evaluation in `metrics.jsonl` (exactly).
 
     python scripts/kill_and_resume.py configs/quickstart.yaml --reference runs/quickstart
     python scripts/kill_and_resume.py CONFIG --reference REF_DIR --output-dir DIR --set train.save_every_steps=50
@@ -40,7 +40,10 @@ def logged_steps(run_dir: Path) -> int:
 
 def kill_mid_epoch(command: list[str], run_dir: Path, checkpoint_step: int, extra_steps: int) -> int:
     """Start the run; SIGKILL it once it has logged `extra_steps` steps past checkpoint `checkpoint_step`."""
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = run_dir.parent / "killed-run.log"  # a file, not a pipe: a full pipe would stall the child
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     target = checkpoint_step + extra_steps
     while child.poll() is None:
         if (run_dir / "checkpoints" / f"step-{checkpoint_step}").is_dir() and logged_steps(run_dir) >= target:
@@ -48,7 +51,7 @@ def kill_mid_epoch(command: list[str], run_dir: Path, checkpoint_step: int, extr
             child.wait()
             return logged_steps(run_dir)
         time.sleep(0.2)
-    sys.exit(f"the run ended (exit {child.returncode}) before step {target}: {child.stderr.read()[-2000:]}")
+    sys.exit(f"the run ended (exit {child.returncode}) before step {target}: {log.read_text()[-2000:]}")
 
 
 def main() -> int:
@@ -64,6 +67,9 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     output_dir = Path(args.output_dir)
     reference = Path(args.reference) if args.reference else output_dir / "uninterrupted"
+    if args.reference and not (reference / "last" / "model.safetensors").is_file():
+        sys.exit(f"{reference} holds no finished run (no last/model.safetensors); run `make quickstart` first, or "
+                 "leave out --reference to train the uninterrupted run here.")
     if not args.reference:
         subprocess.run(train_command(args.config, reference, args.overrides, "--overwrite"), check=True)
     run_dir = output_dir / "killed"

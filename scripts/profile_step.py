@@ -12,11 +12,13 @@ import os
 import time
 from collections import defaultdict
 
-import torch
-from torch.profiler import ProfilerActivity, profile
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: the weights are local
 
-from mtdnn.model import MTDNNModel
-from mtdnn.tasks import GLUE_TASKS
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from mtdnn.model import MTDNNModel  # noqa: E402
+from mtdnn.tasks import GLUE_TASKS  # noqa: E402
 
 KINDS = [  # (kind, substrings of aten operator names), first match wins
     ("matmul (linear layers, forward and backward)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")),
@@ -43,7 +45,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     model = MTDNNModel.from_encoder("sentence-transformers/all-MiniLM-L6-v2", {"sst2": GLUE_TASKS["sst2"]}).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)

@@ -161,9 +161,11 @@ def run_trainer(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=splits["train"],
                       data_collator=DataCollatorWithPadding(tokenizer))
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None)
-    logits = trainer.predict(splits["dev"]).predictions  # (examples, num_labels)
-    predictions = predictions_from_logits(task.type, logits)
-    metrics = compute_metrics(task.metrics, task.type, predictions, splits["dev"]["labels"])
+    output = trainer.predict(splits["dev"])
+    predictions = predictions_from_logits(task.type, output.predictions)  # (examples, num_labels) -> (examples,)
+    # output.label_ids, not the dataset's column: with group_by_length, transformers 5 also orders evaluation
+    # batches by length, so predictions come in the sampler's order
+    metrics = compute_metrics(task.metrics, task.type, predictions, output.label_ids)
     for checkpoint in run_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
     return {"metrics": metrics}

@@ -48,3 +48,6 @@ def test_per_task_training_caps(tmp_path):
     with pytest.raises(MTDNNError, match="`data.max_train_samples.sst2` names no task of this run"):
         load_config(None, ["data.max_train_samples={sst2: 5}"]).data.check_train_caps(["cola", "rte"])
     assert load_config(None, ["data.max_train_samples=7"]).data.train_cap("rte") == 7
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {max_train_samples: null}\n")  # a saved config.yaml has the key, as null
+    assert load_config(path, ["data.max_train_samples.cola=300"]).data.max_train_samples == {"cola": 300}

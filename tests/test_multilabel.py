@@ -210,3 +210,12 @@ def test_pair_inputs_predict_and_export(tiny_model_dir, tmp_path):
     with pytest.raises(MTDNNError, match="takes an \\(a, b\\) pair"):
         predictor.predict("pairs", ["a dog"])
     assert main(["export", str(checkpoint), str(tmp_path / "exported"), "--task", "pairs"]) == 0
+
+
+def test_a_label_list_that_repeats_a_label_is_refused(tmp_path):
+    path = tmp_path / "train.jsonl"  # a 0/1 vector read as ids would silently give the wrong labels
+    path.write_text('{"text": "a dog", "label": [0, 1, 0]}\n')
+    task = {"name": "t", "type": "multi_label_classification", "text_columns": ["text"], "label_names": LABELS,
+            "data_files": {"train": str(path)}}
+    with pytest.raises(MTDNNError, match=rf"{path}, line 1: .* repeats a label"):
+        load_split(TaskSpec.from_dict(task), "train", None)

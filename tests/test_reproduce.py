@@ -75,3 +75,53 @@ def test_a_tiny_run_trains_every_arm_and_a_rerun_skips_them(tiny_model_dir, task
     monkeypatch.setattr(experiment, "train_or_resume", no_training)
     monkeypatch.setattr(reproduce, "run_trainer", no_training)
     assert reproduce.run_all(plan, tmp_path).rows() == rows
+
+
+def test_the_trainer_reference_scores_predictions_against_their_own_labels(task_files, tiny_model_dir, tmp_path,
+                                                                           monkeypatch):
+    """With group_by_length, transformers 5 orders evaluation batches by length too: each prediction must be scored
+    against its own example's label, as a plain forward pass over the dev set in file order pairs them."""
+    import numpy as np
+    import torch
+    import transformers
+
+    import mtdnn.evaluation
+    import mtdnn.metrics
+    from mtdnn.config import DataSettings
+    from mtdnn.data import load_task_data
+    from mtdnn.pretrained import load_tokenizer
+    from mtdnn.tasks import resolve_tasks
+
+    plan = reproduce.Plan(name="test", seeds=(1,), epochs=1, model=str(tiny_model_dir), max_seq_length=32,
+                          batch_size=8, learning_rate=1e-3)
+    seen = {}
+    original_predict, original_from_logits = transformers.Trainer.predict, mtdnn.evaluation.predictions_from_logits
+    original_metrics = mtdnn.metrics.compute_metrics
+
+    def predict(self, dataset, *args, **kwargs):
+        seen["model"] = self.model
+        return original_predict(self, dataset, *args, **kwargs)
+
+    def from_logits(task_type, logits, *args):
+        seen["logits"] = np.asarray(logits)
+        return original_from_logits(task_type, logits, *args)
+
+    def metrics(names, task_type, predictions, references):
+        seen["references"] = np.asarray(references)
+        return original_metrics(names, task_type, predictions, references)
+
+    monkeypatch.setattr(transformers.Trainer, "predict", predict)
+    monkeypatch.setattr(mtdnn.evaluation, "predictions_from_logits", from_logits)
+    monkeypatch.setattr(mtdnn.metrics, "compute_metrics", metrics)
+    reproduce.run_trainer(plan, task_files["single"], 1, tmp_path / "trainer")
+    task = next(iter(resolve_tasks([task_files["single"]]).values()))
+    dev = load_task_data(task, "dev", load_tokenizer(str(tiny_model_dir)), DataSettings(max_seq_length=32))
+    model = seen["model"].eval()
+    with torch.no_grad():
+        logits = [model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits[0].numpy()
+                  for ids, types in zip(dev.input_ids, dev.token_type_ids)]
+
+    def pairs(all_logits, labels):
+        return sorted((tuple(np.round(row, 4)), int(label)) for row, label in zip(all_logits, labels))
+
+    assert pairs(seen["logits"], seen["references"]) == pairs(logits, dev.labels)

@@ -89,6 +89,17 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(config_path, uninte
     assert _rows(output_dir) == _rows(uninterrupted)
 
 
+def test_sigterm_at_the_last_step_lets_the_run_finish(config_path, uninterrupted, tmp_path):
+    output_dir = tmp_path / "run"
+    child = subprocess.run([sys.executable, "-c", KILLER, "sigterm_at_step", "32", "train", str(config_path),
+                            "--set", f"output_dir={output_dir}", "--set", "train.log_every_steps=1"],
+                           capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]  # nothing left to stop: final evaluation, best/, exit 0
+    assert json.loads((output_dir / "last" / "trainer_state.json").read_text())["dev_metrics"]
+    assert [row for row in _rows(output_dir) if row["type"] == "eval"] == \
+        [row for row in _rows(uninterrupted) if row["type"] == "eval"]
+
+
 def test_checkpoints_rotate_and_best_survives(uninterrupted):
     steps = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
     assert steps == ["step-30", "step-32"]  # keep_checkpoints: 2; 32 updates in all
