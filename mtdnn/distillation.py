@@ -122,8 +122,9 @@ def distill(config: Config, teachers: list[str | Path], overwrite: bool = False,
         raise MTDNNError(f"output directory {config.output_dir} already holds a run (metrics.jsonl); choose another "
                          "`output_dir`, pass --resume to continue it, or --overwrite to replace it.")
     directory = Path(config.output_dir) / SOFT_TARGETS
-    tasks = {name: task for name, task in resolve_tasks(config.tasks).items()
-             if "train" in (task.data_files or task.splits)}
+    resolved = resolve_tasks(config.tasks)
+    config.data.check_train_caps(resolved)  # a misspelt cap: before the teachers' passes over the data, not after
+    tasks = {name: task for name, task in resolved.items() if "train" in (task.data_files or task.splits)}
     stale = {name: task for name, task in tasks.items()
              if overwrite or not _up_to_date(soft_target_file(directory, name), teachers)}
     if stale:

@@ -142,6 +142,10 @@ class TaskSpec:
             raise MTDNNError(f"{where}: label_delimiter must be a non-empty string, got {self.label_delimiter!r}.")
         if self.type == MULTI_LABEL and len(set(self.label_names)) != len(self.label_names):
             raise MTDNNError(f"{where}: `label_names` lists a name twice: {list(self.label_names)}.")
+        clashing = [name for name in self.label_names or () if self.type == MULTI_LABEL and self.label_delimiter in name]
+        if clashing:
+            raise MTDNNError(f"{where}: the label name {clashing[0]!r} contains the label_delimiter "
+                             f"{self.label_delimiter!r}, so it could not be read back; choose another delimiter.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -219,3 +219,9 @@ def test_a_label_list_that_repeats_a_label_is_refused(tmp_path):
             "data_files": {"train": str(path)}}
     with pytest.raises(MTDNNError, match=rf"{path}, line 1: .* repeats a label"):
         load_split(TaskSpec.from_dict(task), "train", None)
+
+
+def test_a_label_name_holding_the_delimiter_is_refused():
+    with pytest.raises(MTDNNError, match="contains the label_delimiter ','"):
+        TaskSpec.from_dict({"name": "t", "type": "multi_label_classification", "text_columns": ["text"],
+                            "label_names": ["a,b", "c"]})
