@@ -231,7 +231,9 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     try:
         while at.step < total_updates and at.epoch < epochs:
             batches = epoch_batches(train_data, global_batch, settings.seed, at.epoch)
-            while at.batch_in_epoch < len(batches) and at.step < total_updates:
+            # whole accumulation windows only (as in training.py): no gradients pending at an epoch-end checkpoint
+            usable = len(batches) - len(batches) % settings.gradient_accumulation_steps or len(batches)
+            while at.batch_in_epoch < usable and at.step < total_updates:
                 indices = batches[at.batch_in_epoch][accelerator.process_index :: accelerator.num_processes]
                 torch.manual_seed(batch_seed(settings.seed, at.epoch, at.batch_in_epoch * accelerator.num_processes
                                              + accelerator.process_index))
@@ -263,7 +265,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
                     accelerator.set_trigger()
                 if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
                     raise StoppedBySignal(signals.received or signal.SIGTERM, save())
-            if at.batch_in_epoch == len(batches):
+            if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
                 if at.step < total_updates:
                     save()

@@ -187,7 +187,10 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     try:
         while at.step < total_updates and at.epoch < epochs:
             steps = schedule.epoch(at.epoch)
-            while at.batch_in_epoch < len(steps) and at.step < total_updates:
+            # whole accumulation windows only: a window never spans two epochs, so that an epoch-end checkpoint
+            # holds no pending gradients (the last batches % N batches of an epoch, shuffled anew each epoch, sit out)
+            usable = len(steps) - len(steps) % settings.gradient_accumulation_steps or len(steps)
+            while at.batch_in_epoch < usable and at.step < total_updates:
                 task_name, indices = steps[at.batch_in_epoch]
                 at.batch_in_epoch += 1
                 positions = indices[accelerator.process_index :: accelerator.num_processes]
@@ -232,7 +235,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                     accelerator.set_trigger()
                 if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
                     raise StoppedBySignal(signals.received or signal.SIGTERM, save(evaluate=False))
-            if at.batch_in_epoch == len(steps):
+            if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
             save(evaluate=True)
     finally:

@@ -100,6 +100,22 @@ def test_sigterm_at_the_last_step_lets_the_run_finish(config_path, uninterrupted
         [row for row in _rows(uninterrupted) if row["type"] == "eval"]
 
 
+def test_resume_from_an_epoch_end_is_exact_with_gradient_accumulation(config_path, tmp_path):
+    """16 batches an epoch, windows of 3: an epoch-end checkpoint must not leave a window's gradients behind."""
+    sets = ["--set", "train.gradient_accumulation_steps=3", "--set", "train.save_every_steps=null",
+            "--set", "train.log_every_steps=1"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert main(["train", str(config_path), *sets, "--set", f"output_dir={whole}"]) == 0
+    child = subprocess.run([sys.executable, "-c", KILLER, "after_log", "7", "train", str(config_path), *sets,
+                            "--set", f"output_dir={run}"], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert os.readlink(run / "last") == "checkpoints/step-5"  # 5 updates an epoch: resumed from the epoch's end
+    assert main(["train", str(config_path), *sets, "--set", f"output_dir={run}", "--resume"]) == 0
+    expected, resumed = (load_file(path / "last" / "model.safetensors") for path in (whole, run))
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert _rows(run) == _rows(whole)
+
+
 def test_checkpoints_rotate_and_best_survives(uninterrupted):
     steps = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
     assert steps == ["step-30", "step-32"]  # keep_checkpoints: 2; 32 updates in all
