@@ -145,9 +145,10 @@ class DistillationSettings:
 
 
 @dataclass
-class TrainSettings:
+class OptimizationSettings:
+    """The `train` keys every loop here reads (stages 2 and 3, and stage 1's `mtdnn pretrain`), with their checks."""
     epochs: int = 3
-    """Passes over every task's training batches."""
+    """Passes over the training data."""
     max_steps: int | None = None
     """Stop after this many optimizer updates (overrides `epochs` when set)."""
     batch_size: int = 32
@@ -174,10 +175,27 @@ class TrainSettings:
     """Also evaluate every N updates (dev metrics are always computed at each epoch's end)."""
     log_every_steps: int = 20
     """Write the running training loss to metrics.jsonl every N updates."""
-    save_best: bool = True
-    """Keep a `best/` checkpoint chosen by the mean dev score over tasks."""
     save_every_steps: int | None = None
     """Also write a resumable checkpoint every N updates (one is always written at each epoch's end)."""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
+            if getattr(self, key) < 1:
+                raise MTDNNError(f"train.{key} must be at least 1, got {getattr(self, key)}.")
+        for key in ("max_steps", "eval_every_steps", "save_every_steps"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise MTDNNError(f"train.{key} must be at least 1 (or null), got {getattr(self, key)}.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.learning_rate <= 0:
+            raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+
+
+@dataclass
+class TrainSettings(OptimizationSettings):
+    """Multi-task training (stages 2 and 3): the shared keys plus checkpoints and the toolbox."""
+    save_best: bool = True
+    """Keep a `best/` checkpoint chosen by the mean dev score over tasks."""
     keep_checkpoints: int = 2
     """How many of the newest `checkpoints/step-N` directories to keep (`best/` is kept apart)."""
     skip_nonfinite_batches: bool = False
@@ -190,17 +208,9 @@ class TrainSettings:
     """Knowledge distillation from teachers' soft targets (off unless `soft_targets` is set)."""
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps",
-                    "keep_checkpoints"):
-            if getattr(self, key) < 1:
-                raise MTDNNError(f"train.{key} must be at least 1, got {getattr(self, key)}.")
-        for key in ("max_steps", "eval_every_steps", "save_every_steps"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise MTDNNError(f"train.{key} must be at least 1 (or null), got {getattr(self, key)}.")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.learning_rate <= 0:
-            raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+        super().__post_init__()
+        if self.keep_checkpoints < 1:
+            raise MTDNNError(f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}.")
 
 
 @dataclass

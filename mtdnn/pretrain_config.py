@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from mtdnn.config import DEFAULT_MODEL, build_settings, read_yaml
+from mtdnn.config import DEFAULT_MODEL, OptimizationSettings, build_settings, read_yaml
 from mtdnn.errors import MTDNNError
 
 
@@ -60,29 +59,16 @@ class MaskingSettings:
 
 
 @dataclass
-class PretrainSettings:
+class PretrainSettings(OptimizationSettings):
+    """Stage 1: the keys of stage 2's `train` that a masked-LM loop reads, with pre-training's defaults."""
     epochs: int = 1
     """Passes over the training text."""
-    max_steps: int | None = None
-    """Stop after this many optimizer updates (overrides `epochs` when set)."""
     batch_size: int = 32
     """Lines (or packed blocks) per mini-batch and per process."""
     eval_batch_size: int = 64
     """Examples per batch of the held-out evaluation."""
-    learning_rate: float = 5.0e-5
-    """Peak learning rate after warm-up."""
-    weight_decay: float = 0.01
-    """Decoupled weight decay, not applied to biases and LayerNorm weights."""
-    optimizer: Literal["adamw", "adamax"] = "adamw"
-    """`adamw` or `adamax`."""
     warmup_ratio: float = 0.06
     """Fraction of updates spent warming the learning rate up linearly from 0."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm (0 disables)."""
-    gradient_accumulation_steps: int = 1
-    """Mini-batches per optimizer update."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Autocast precision, passed to accelerate."""
     seed: int = 42
     """Seed of the held-out split, the batch order, the masks and dropout (each a function of seed and step)."""
     log_every_steps: int = 20
@@ -91,18 +77,6 @@ class PretrainSettings:
     """Also compute the held-out MLM loss every N updates (it is always computed before and after)."""
     save_every_steps: int | None = 500
     """Write a resumable `checkpoint/` every N updates (None: only at the end of each epoch)."""
-
-    def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
-            if getattr(self, key) < 1:
-                raise MTDNNError(f"train.{key} must be at least 1, got {getattr(self, key)}.")
-        for key in ("max_steps", "eval_every_steps", "save_every_steps"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise MTDNNError(f"train.{key} must be at least 1 (or null), got {getattr(self, key)}.")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.learning_rate <= 0:
-            raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
 
 
 @dataclass

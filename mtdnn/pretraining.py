@@ -32,7 +32,7 @@ from mtdnn.mlm_data import MaskedText, read_text, tokenize_text
 from mtdnn.pretrain_config import PretrainConfig
 from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
 from mtdnn.sampling import task_batches
-from mtdnn.training import SignalCatcher, build_optimizer
+from mtdnn.training import SignalCatcher, apply_gradients, build_optimizer, whole_windows
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +231,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     try:
         while at.step < total_updates and at.epoch < epochs:
             batches = epoch_batches(train_data, global_batch, settings.seed, at.epoch)
-            # whole accumulation windows only (as in training.py): no gradients pending at an epoch-end checkpoint
-            usable = len(batches) - len(batches) % settings.gradient_accumulation_steps or len(batches)
+            usable = whole_windows(len(batches), settings.gradient_accumulation_steps)
             while at.batch_in_epoch < usable and at.step < total_updates:
                 indices = batches[at.batch_in_epoch][accelerator.process_index :: accelerator.num_processes]
                 torch.manual_seed(batch_seed(settings.seed, at.epoch, at.batch_in_epoch * accelerator.num_processes
@@ -241,11 +240,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
                 batch = {key: value.to(accelerator.device) for key, value in train_data.collate(indices).items()}
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+                    apply_gradients(accelerator, model, optimizer, loss, settings.max_grad_norm)
                 examples += len(indices)
                 if not accelerator.sync_gradients:
                     continue
@@ -261,9 +256,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
                     log.write({"type": "eval", "step": at.step, **mlm_loss(model, eval_batches, accelerator)})
                 if settings.save_every_steps and at.step % settings.save_every_steps == 0 and at.step < total_updates:
                     save()
-                if signals.received is not None:
-                    accelerator.set_trigger()
-                if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
+                if signals.stop_now(accelerator) and at.step < total_updates:
                     raise StoppedBySignal(signals.received or signal.SIGTERM, save())
             if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0

@@ -90,6 +90,27 @@ class SignalCatcher:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
 
+    def stop_now(self, accelerator) -> bool:
+        """Whether any process has received a signal: every process gets the same answer at the same step."""
+        if self.received is not None:
+            accelerator.set_trigger()
+        return accelerator.check_trigger()
+
+
+def whole_windows(batches: int, accumulation: int) -> int:
+    """The batches of an epoch that fill whole gradient-accumulation windows: a window never spans two epochs, so
+    an epoch-end checkpoint holds no pending gradients (the last `batches % N`, reshuffled each epoch, sit out)."""
+    return batches - batches % accumulation or batches
+
+
+def apply_gradients(accelerator, model, optimizer, loss, max_grad_norm: float) -> None:
+    """Backward, then clip and step (inside an accumulation window accelerate makes the step a no-op)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+
 
 def prepare_run_dir(config: Config, overwrite: bool, resume: bool) -> Path:
     output_dir = Path(config.output_dir)
@@ -187,9 +208,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     try:
         while at.step < total_updates and at.epoch < epochs:
             steps = schedule.epoch(at.epoch)
-            # whole accumulation windows only: a window never spans two epochs, so that an epoch-end checkpoint
-            # holds no pending gradients (the last batches % N batches of an epoch, shuffled anew each epoch, sit out)
-            usable = len(steps) - len(steps) % settings.gradient_accumulation_steps or len(steps)
+            usable = whole_windows(len(steps), settings.gradient_accumulation_steps)
             while at.batch_in_epoch < usable and at.step < total_updates:
                 task_name, indices = steps[at.batch_in_epoch]
                 at.batch_in_epoch += 1
@@ -208,11 +227,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                         logger.warning("skipping a batch of task %s: non-finite loss %s", task_name, loss.item())
                         optimizer.zero_grad()
                         continue
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
+                    apply_gradients(accelerator, model, optimizer, loss, settings.max_grad_norm)
                 examples += len(indices)
                 if not accelerator.sync_gradients:
                     continue
@@ -231,9 +246,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                     save(evaluate=True)
                 elif settings.save_every_steps and at.step % settings.save_every_steps == 0:
                     save(evaluate=False)
-                if signals.received is not None:
-                    accelerator.set_trigger()
-                if accelerator.check_trigger() and at.step < total_updates:  # all processes stop at the same step
+                if signals.stop_now(accelerator) and at.step < total_updates:
                     raise StoppedBySignal(signals.received or signal.SIGTERM, save(evaluate=False))
             if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
