@@ -14,6 +14,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,29 @@ from mtdnn.training import train
 logger = logging.getLogger(__name__)
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """The training settings every run of an experiment shares (reproduce.py and transfer.py extend it)."""
+
+    epochs: int
+    """Epochs of every training run."""
+    max_eval_samples: int | None = None
+    """First N dev examples per task (None: the whole dev set)."""
+    model: str = MODEL
+    max_seq_length: int = 128
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+
+    def settings(self) -> dict:
+        """The `data` and `train` config sections shared by every mtdnn run."""
+        return {"data": {"max_seq_length": self.max_seq_length, "max_eval_samples": self.max_eval_samples},
+                "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                          "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
+                          "optimizer": "adamw", "log_every_steps": 10}}
 
 
 def task_name(entry: str | dict) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import experiment
-from experiment import MODEL, ResultStore, task_name
+from experiment import ResultStore, task_name
 from reproduce_report import write_report
 
 logger = logging.getLogger("reproduce")
@@ -32,36 +32,19 @@ logger = logging.getLogger("reproduce")
 TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
 
 
-@dataclass(frozen=True)
-class Plan:
+@dataclass(frozen=True, kw_only=True)
+class Plan(experiment.Recipe):
     """What one run of the experiment trains; the same settings for every arm."""
 
     name: str
     seeds: tuple[int, ...]
     """Training seeds (head initialisation, dropout, batch order); stage 2 is trained once per seed."""
-    epochs: int
-    """Epochs of every training run (single-task, stage 2, stage 3, Trainer)."""
     train_caps: dict[str, int] = field(default_factory=dict)
     """Task -> training examples kept (a random subset, the same for every arm and seed); absent: all."""
-    max_eval_samples: int | None = None
-    """First N dev examples per task (None: the whole dev set)."""
     stage2_evals_per_epoch: int = 2
     """Dev evaluations per epoch of the stage-2 run, for its learning curves (training is unaffected)."""
     tasks: tuple = TASKS
-    model: str = MODEL
-    max_seq_length: int = 128
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
     subset_seed: int = 0
-
-    def settings(self) -> dict:
-        """The `data` and `train` config sections shared by every mtdnn run."""
-        return {"data": {"max_seq_length": self.max_seq_length, "max_eval_samples": self.max_eval_samples},
-                "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                          "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
-                          "optimizer": "adamw", "log_every_steps": 10}}
 
 
 # Budget: about 2.8M real tokens per seed and epoch over the four arms (SST-2 capped at 4,000 random examples,

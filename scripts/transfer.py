@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import experiment
-from experiment import MODEL, ResultStore, format_mean_std, mean_std, task_name
+from experiment import ResultStore, format_mean_std, mean_std, task_name
 
 logger = logging.getLogger("transfer")
 
@@ -35,8 +35,8 @@ TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
 ENCODERS = {"mtdnn": "MT-DNN encoder (stage 2 without the task)", "pretrained": "pre-trained encoder"}
 
 
-@dataclass(frozen=True)
-class Plan:
+@dataclass(frozen=True, kw_only=True)
+class Plan(experiment.Recipe):
     """What one run trains; both encoders get the same settings and the same subsets."""
 
     name: str
@@ -51,22 +51,9 @@ class Plan:
     """Epochs of stage 2 and of every fine-tuning run."""
     source_caps: dict[str, int] = field(default_factory=lambda: {"sst2": 4000})
     """Stage-2 task -> training examples kept (a random subset); absent: all."""
-    max_eval_samples: int | None = None
     tasks: tuple = TASKS
     """Tasks with training data; all but `held_out` are stage 2's."""
-    model: str = MODEL
-    max_seq_length: int = 128
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
     stage2_seed: int = 1
-
-    def settings(self) -> dict:
-        return {"data": {"max_seq_length": self.max_seq_length, "max_eval_samples": self.max_eval_samples},
-                "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                          "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
-                          "optimizer": "adamw", "log_every_steps": 10}}
 
 
 # Budget: stage 2 ≈ 0.53M real tokens per epoch (SST-2 capped); fine-tuning on RTE ≈ 0.17M tokens per epoch at
