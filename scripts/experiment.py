@@ -6,12 +6,14 @@ over seeds, random training subsets written as task files, and the driver's own 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import platform
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +52,18 @@ class Recipe:
                 "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                           "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
                           "optimizer": "adamw", "log_every_steps": 10}}
+
+
+def claim_output_dir(output_dir: Path, plan: Recipe) -> None:
+    """Record `plan` in `output_dir/plan.json`; exit if the directory holds results of a different plan.
+
+    Plans compare as JSON values, so reordering the dataclass fields does not orphan stored results."""
+    described = json.loads(json.dumps(dataclasses.asdict(plan), default=list))
+    plan_file = output_dir / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != described:
+        sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(described, indent=2))
 
 
 def task_name(entry: str | dict) -> str:

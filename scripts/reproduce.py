@@ -198,12 +198,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = QUICK if args.quick else FULL
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
-    plan_file = output_dir / "plan.json"
-    described = json.dumps(dataclasses.asdict(plan), indent=2, default=list)
-    if plan_file.is_file() and plan_file.read_text() != described:
-        sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(described)
+    experiment.claim_output_dir(output_dir, plan)
     store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir)
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))

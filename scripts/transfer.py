@@ -243,12 +243,7 @@ def main() -> None:
     if plan.held_out not in map(task_name, plan.tasks):
         parser.error(f"--held-out must be one of the tasks with training data here: {', '.join(plan.tasks)}")
     output_dir = args.output_dir or Path(f"runs/transfer-{plan.held_out}" + ("-quick" if args.quick else ""))
-    plan_file = output_dir / "plan.json"
-    described = json.dumps(dataclasses.asdict(plan), indent=2, default=list)
-    if plan_file.is_file() and plan_file.read_text() != described:
-        sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(described)
+    experiment.claim_output_dir(output_dir, plan)
     started = time.perf_counter()
     store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir)
     logger.info("finished in %.0f s", time.perf_counter() - started)

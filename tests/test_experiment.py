@@ -105,3 +105,13 @@ def test_final_metrics_are_those_after_the_last_update(tmp_path):
             {"type": "eval", "step": 10, "metrics": {"rte": {"accuracy": 0.6}}}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert experiment.final_metrics(tmp_path) == {"rte": {"accuracy": 0.6}}
+
+
+def test_an_output_dir_accepts_its_own_plan_in_any_key_order_and_refuses_another(tmp_path):
+    plan = experiment.Recipe(epochs=2)
+    experiment.claim_output_dir(tmp_path, plan)
+    stored = json.loads((tmp_path / "plan.json").read_text())
+    (tmp_path / "plan.json").write_text(json.dumps(dict(reversed(list(stored.items())))))  # older field order
+    experiment.claim_output_dir(tmp_path, plan)  # the same plan: accepted
+    with pytest.raises(SystemExit, match="different plan"):
+        experiment.claim_output_dir(tmp_path, experiment.Recipe(epochs=3))
