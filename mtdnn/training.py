@@ -96,6 +96,16 @@ class SignalCatcher:
             accelerator.set_trigger()
         return accelerator.check_trigger()
 
+    def step_flags(self, accelerator, loss: torch.Tensor) -> tuple[bool, bool]:
+        """(every process's loss is finite, some process has received a signal), in one collective per batch.
+
+        The training loop needs both answers agreed across processes; asking them together saves the second
+        round trip that a separate `stop_now` would cost at every step."""
+        flags = torch.stack([torch.isfinite(loss.detach()).all().float(),
+                             torch.tensor(float(self.received is not None), device=loss.device)])
+        flags = accelerator.gather(flags).reshape(-1, 2)
+        return bool(flags[:, 0].all()), bool(flags[:, 1].any())
+
 
 def whole_windows(batches: int, accumulation: int) -> int:
     """The batches of an epoch that fill whole gradient-accumulation windows: a window never spans two epochs, so
@@ -204,6 +214,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
 
     progress = tqdm(total=total_updates, initial=at.step, desc="train", disable=not accelerator.is_local_main_process)
     signals, examples, started = SignalCatcher(), 0, time.perf_counter()
+    stop_requested = False  # a signal seen by any process, agreed at a batch and acted on at the next update
     model.train()
     try:
         while at.step < total_updates and at.epoch < epochs:
@@ -217,7 +228,9 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                          for key, value in train_data[task_name].collate(positions).items()}
                 with accelerator.accumulate(model):
                     loss = objective(model, accelerator.unwrap_model(model), task_name, batch, positions)
-                    if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all():
+                    finite, signalled = signals.step_flags(accelerator, loss)
+                    stop_requested = stop_requested or signalled
+                    if not finite:
                         if not settings.skip_nonfinite_batches:
                             raise MTDNNError(
                                 f"the loss of task `{task_name}` is {loss.item()} at step {at.step + 1} (epoch "
@@ -246,7 +259,9 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                     save(evaluate=True)
                 elif settings.save_every_steps and at.step % settings.save_every_steps == 0:
                     save(evaluate=False)
-                if signals.stop_now(accelerator) and at.step < total_updates:
+                # One process acts on its own signal at once; several agree on it at their next batch's flags.
+                if at.step < total_updates and (stop_requested or (
+                        accelerator.num_processes == 1 and signals.received is not None)):
                     raise StoppedBySignal(signals.received or signal.SIGTERM, save(evaluate=False))
             if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0

@@ -42,3 +42,42 @@ def test_two_processes_share_the_schedule_and_gather_metrics_exactly(tiny_model_
     for task, metrics in single_process.items():  # no example dropped or counted twice
         for name, value in metrics.items():
             assert value == pytest.approx(logged[-1]["metrics"][task][name], abs=1e-6)
+
+
+# Rank 1 alone receives SIGTERM during the optimizer step of update `number`; rank 0 never does.
+ONE_RANK_SIGNALLED = """
+import os, signal, sys
+import mtdnn.training as training
+number, calls, original = int(sys.argv[1]), [], training.apply_gradients
+def apply_gradients(*args, **kwargs):
+    original(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == number and int(os.environ["RANK"]) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+training.apply_gradients = apply_gradients
+from mtdnn.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_update(tiny_model_dir, task_files, tmp_path):
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
+              "data": {"max_seq_length": 32}, "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3}}
+    path, script, out = tmp_path / "config.yaml", tmp_path / "signalled.py", tmp_path / "out"
+    path.write_text(yaml.safe_dump(config))
+    script.write_text(ONE_RANK_SIGNALLED)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    stopped = subprocess.run([*launch, str(script), "5", "train", str(path), "--set", f"output_dir={out}"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert stopped.returncode != 0
+    # Rank 1's signal reaches both ranks with the flags of the next batch: both finish update 6, save it, stop.
+    assert stopped.stderr.count("continue with --resume") == 2, stopped.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-6"]
+    assert json.loads((out / "last" / "trainer_state.json").read_text())["position"]["step"] == 6
+    resumed = subprocess.run([*launch, "-m", "mtdnn", "train", str(path), "--set", f"output_dir={out}", "--resume"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["step"] == 16
