@@ -24,7 +24,6 @@ import logging
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -217,12 +216,10 @@ def report(store: ResultStore, seeds: list[int], command: str, majority: dict[st
         return "–" if mean is None else f"{mean * 100:+.1f}" + (f" ± {std * 100:.1f}" if std is not None else "")
 
     hours = sum(run.get("seconds", 0.0) for arm in runs.values() for run in arm.values()) / 3600
-    lines = [
-        "## Ablation: the multi-task toolbox (issue 7)",
-        "",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}` (= `make ablation`), from the "
-        f"result files in `runs/ablation/results/`; {hours:.2f} h of job time. Machine: {experiment.machine()}.",
-        "",
+    lines = experiment.report_header("## Ablation: the multi-task toolbox (issue 7)", command=command,
+                                     target="ablation", output_dir=store.root.parent,
+                                     job_time=f"{hours:.2f} h of job time")
+    lines += [
         f"Every arm is the multi-task run (stage 2, no per-task fine-tuning) of `{MODEL}` on "
         f"{', '.join(TASKS)}, trained through `mtdnn train` (`mtdnn distill` for the distillation arm) on random "
         "training subsets (seed 0) of " + ", ".join(f"{task} {n}" for task, n in TRAIN_CAPS.items()) +
