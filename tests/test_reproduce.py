@@ -46,8 +46,14 @@ def test_targets_say_which_are_not_met():
 
 def test_summary_table_rows():
     lines = report.summary_table(TABLE, ["rte", "mrpc"])
-    assert lines[2] == "| rte | 62.0 ± 2.0 | 63.0 ± 2.0 | 66.0 ± 0.0 | 68.0 ± 2.0 | +6.0 | not verified | 3 |"
+    assert lines[2] == "| rte | 62.0 ± 2.0 | 63.0 ± 2.0 | 66.0 ± 0.0 | 68.0 ± 2.0 | +6.0 | +12.3 | 3 |"  # 83.4 − 71.1
     assert lines[-1].startswith("| small-task average | 71.0 ± 1.0 |")
+    assert report.summary_table(TABLE, ["wnli"])[2].endswith("| not in Table 3 | 0 |")
+
+
+def test_paper_deltas_average_a_tasks_numbers_as_ours_do():
+    assert report.paper_delta("mrpc") == pytest.approx((91.0 + 87.5) / 2 - (89.5 + 85.8) / 2)
+    assert report.paper_delta("wnli") is None
 
 
 def test_a_stage_2_run_counts_once_in_the_job_time():
