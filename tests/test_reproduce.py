@@ -66,7 +66,7 @@ def test_a_tiny_run_trains_every_arm_and_a_rerun_skips_them(tiny_model_dir, task
     plan = reproduce.Plan(name="test", seeds=(1,), epochs=1, train_caps={"single": 40}, stage2_evals_per_epoch=1,
                           tasks=(task_files["single"], task_files["score"]), model=str(tiny_model_dir),
                           max_seq_length=32, learning_rate=1e-3)
-    store = reproduce.run_all(plan, tmp_path)
+    store = reproduce.run_all(plan, tmp_path, workers=2)  # jobs in two spawned processes, one thread each
     rows = store.rows()
     assert sorted((row["arm"], row["task"]) for row in rows) == sorted(
         (arm, task) for arm in report.ARMS for task in ("single", "score"))
