@@ -6,6 +6,7 @@ over seeds, random training subsets written as task files, and the driver's own 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -54,6 +55,54 @@ class Recipe:
                 "train": {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
                           "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
                           "optimizer": "adamw", "log_every_steps": 10}}
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """`submit` runs the job at once in this process and raises its error there: the one-worker `job_pool`."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def default_workers() -> int:
+    """Jobs to run side by side: two single-threaded jobs on a CPU with 2+ cores train ~1.4x faster than one job
+    on both cores (measured on the 2-core EPYC here: MiniLM steps of batch 32 x 40 tokens took 0.93 s with 2
+    threads, 1.34 s each for two 1-thread jobs at once); one at a time with a GPU."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def job_pool(workers: int):
+    """An executor for an experiment's jobs: `workers` spawned processes sharing the CPU cores, or (1) this one.
+    Jobs must be module-level functions with picklable arguments, each writing its own result file. When the
+    block fails (a job's error re-raised by `result()`, Ctrl-C), the jobs in flight finish, the queued ones are
+    dropped, and the error propagates."""
+    if workers <= 1:
+        yield InlineExecutor()
+        return
+    import multiprocessing
+
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    logger.info("jobs run on %d workers of %d thread(s) each", workers, threads)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_start_worker, initargs=(threads,))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def claim_output_dir(output_dir: Path, plan: Recipe) -> None:

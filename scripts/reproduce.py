@@ -13,6 +13,7 @@ resumes interrupted training from its last checkpoint. Writes its section of doc
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -191,41 +192,15 @@ def run_job(plan: Plan, entries: dict, output_dir: Path, job: tuple) -> tuple:
     return job
 
 
-def _worker_start(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
-
-
-def default_workers() -> int:
-    """Two single-threaded jobs side by side on a 2-core CPU train ~1.4x faster than one job on both cores
-    (measured here: MiniLM steps of batch 32, length 40: 0.93 s on 2 threads, 1.34 s each for 2 jobs of 1);
-    on a GPU, one job at a time."""
-    import torch
-
-    return 1 if torch.cuda.is_available() else max(1, min(2, len(os.sched_getaffinity(0))))
-
-
 def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
-    """Every job not finished yet, `workers` at a time (each with its share of the CPU cores); a job that fails
-    stops the run after the others in flight, and its finished siblings stay stored."""
+    """Every job not finished yet, `workers` at a time; a job that fails stops the run once the jobs in flight
+    end, and every finished job's result stays stored."""
     store = ResultStore(output_dir / "results")
     entries = task_entries(plan, output_dir / "data")  # written once here, before any worker reads them
     jobs = [("chain", seed) for seed in plan.seeds]  # the longest first: stage 2 and its fine-tuning
     jobs += [(arm, name, seed) for seed in plan.seeds for name in entries for arm in ("single", "trainer")
              if store.load(arm, name, f"seed-{seed}") is None]
-    if workers <= 1:
-        for job in jobs:
-            run_job(plan, entries, output_dir, job)
-        return store
-    import concurrent.futures
-    import multiprocessing
-
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    logger.info("%d jobs on %d workers of %d thread(s) each", len(jobs), workers, threads)
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_worker_start, initargs=(threads,)) as pool:
+    with experiment.job_pool(workers) as pool:
         futures = [pool.submit(run_job, plan, entries, output_dir, job) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             logger.info("finished: %s", "/".join(map(str, future.result())))
@@ -246,7 +221,7 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     experiment.claim_output_dir(output_dir, plan)
-    workers = args.workers or default_workers()
+    workers = args.workers or experiment.default_workers()
     store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))

@@ -107,32 +107,53 @@ def held_out_split(plan: Plan, split: str) -> dict[str, list]:
     return load_split(resolve_tasks([held_out_entry(plan)])[plan.held_out], split, glue_dir_from(None))
 
 
-def run_all(plan: Plan, output_dir: Path) -> ResultStore:
+def result_key(encoder: str, fraction: float, sample: int) -> tuple[str, str, str]:
+    return encoder, f"frac-{fraction:g}", f"sample-{sample}"
+
+
+def train_stage2(plan: Plan, output_dir: Path) -> str:
+    """MT-DNN stage 2 on every task but the held-out one (trained, resumed, or only found); its final checkpoint."""
+    sources = [experiment.write_subset(entry, plan.source_caps[task_name(entry)], 0, output_dir / "data")
+               if task_name(entry) in plan.source_caps else entry
+               for entry in plan.tasks if task_name(entry) != plan.held_out]
+    stage2_dir = output_dir / "runs" / "mtdnn"
+    config = experiment.mtdnn_config(sources, stage2_dir, plan.stage2_seed, plan.settings(), plan.model)
+    experiment.train_or_resume(config)
+    return str((stage2_dir / "last").resolve())
+
+
+def finetune_job(plan: Plan, output_dir: Path, encoder: str, source: str, entry, fraction: float, sample: int,
+                 size: int) -> None:
+    """One point of a curve: the held-out task learnt from one subset, starting from `source`."""
+    run_dir = output_dir / "runs" / encoder / f"frac-{fraction:g}" / f"sample-{sample}"
+    ResultStore(output_dir / "results").run_once(
+        result_key(encoder, fraction, sample), lambda: run_finetune(plan, entry, source, sample, run_dir),
+        encoder=encoder, fraction=fraction, sample=sample, train_examples=size)
+
+
+def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
+    """Every job not finished yet, `workers` at a time: stage 2 and the pre-trained encoder's curve first, then
+    the MT-DNN encoder's curve once stage 2 has finished."""
     store = ResultStore(output_dir / "results")
-    data_dir, runs = output_dir / "data", output_dir / "runs"
     total = len(held_out_split(plan, "train")["idx"])
     jobs = [(fraction, sample) for fraction in plan.fractions for sample in range(1, plan.samples + 1)]
-    key = lambda encoder, fraction, sample: (encoder, f"frac-{fraction:g}", f"sample-{sample}")  # noqa: E731
-    checkpoint = None
-    stage2_dir = runs / "mtdnn"
-    if any(store.load(*key("mtdnn", *job)) is None for job in jobs):
-        sources = [experiment.write_subset(entry, plan.source_caps[task_name(entry)], 0, data_dir)
-                   if task_name(entry) in plan.source_caps else entry
-                   for entry in plan.tasks if task_name(entry) != plan.held_out]
-        config = experiment.mtdnn_config(sources, stage2_dir, plan.stage2_seed, plan.settings(), plan.model)
-        experiment.train_or_resume(config)
-        checkpoint = str((stage2_dir / "last").resolve())
-    for fraction, sample in jobs:
-        size = experiment.subset_size(fraction, total)
-        entry = (held_out_entry(plan) if size == total
-                 else experiment.write_subset(held_out_entry(plan), size, sample, data_dir))
-        for encoder in ENCODERS:
-            source = checkpoint if encoder == "mtdnn" else plan.model
-            store.run_once(key(encoder, fraction, sample),
-                           lambda: run_finetune(plan, entry, source, sample,
-                                                runs / encoder / f"frac-{fraction:g}" / f"sample-{sample}"),
-                           encoder=encoder, fraction=fraction, sample=sample, train_examples=size)
-    experiment.remove_checkpoints(stage2_dir)
+    sizes = {job: experiment.subset_size(job[0], total) for job in jobs}
+    entries = {job: held_out_entry(plan) if sizes[job] == total  # subsets written before any worker reads them
+               else experiment.write_subset(held_out_entry(plan), sizes[job], job[1], output_dir / "data")
+               for job in jobs}
+    pending = {encoder: [job for job in jobs if store.load(*result_key(encoder, *job)) is None]
+               for encoder in ENCODERS}
+    with experiment.job_pool(workers) as pool:
+        stage2 = pool.submit(train_stage2, plan, output_dir) if pending["mtdnn"] else None
+        futures = [pool.submit(finetune_job, plan, output_dir, "pretrained", plan.model, entries[job], *job,
+                               sizes[job]) for job in pending["pretrained"]]
+        if stage2 is not None:
+            checkpoint = stage2.result()
+            futures += [pool.submit(finetune_job, plan, output_dir, "mtdnn", checkpoint, entries[job], *job,
+                                    sizes[job]) for job in pending["mtdnn"]]
+        for future in futures:
+            future.result()
+    experiment.remove_checkpoints(output_dir / "runs" / "mtdnn")
     return store
 
 
@@ -255,6 +276,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=None, help="default runs/transfer-<task> (quick: -quick)")
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="jobs run side by side (default: 2 on a CPU with 2+ cores, 1 with a GPU)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -264,7 +287,8 @@ def main() -> None:
     output_dir = args.output_dir or Path(f"runs/transfer-{plan.held_out}" + ("-quick" if args.quick else ""))
     experiment.claim_output_dir(output_dir, plan)
     started = time.perf_counter()
-    store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir)
+    workers = args.workers or experiment.default_workers()
+    store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
     logger.info("finished in %.0f s", time.perf_counter() - started)
     command = " ".join(["python scripts/transfer.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))

@@ -115,3 +115,11 @@ def test_an_output_dir_accepts_its_own_plan_in_any_key_order_and_refuses_another
     experiment.claim_output_dir(tmp_path, plan)  # the same plan: accepted
     with pytest.raises(SystemExit, match="different plan"):
         experiment.claim_output_dir(tmp_path, experiment.Recipe(epochs=3))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_job_pool_returns_results_and_raises_a_jobs_error(workers):
+    with pytest.raises(TypeError):  # raised in the worker process, re-raised here; the pool shuts down
+        with experiment.job_pool(workers) as pool:
+            assert [pool.submit(experiment.subset_size, 0.5, n).result() for n in (10, 4)] == [5, 2]
+            pool.submit(experiment.subset_size, 0.5, "ten").result()

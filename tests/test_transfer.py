@@ -26,7 +26,7 @@ def test_a_tiny_run_fine_tunes_both_encoders_on_each_fraction(tiny_model_dir, ta
     plan = transfer.Plan(name="test", held_out="pair", fractions=(0.25, 1.0), samples=2, epochs=1, source_caps={},
                          tasks=(task_files["single"], task_files["score"], task_files["pair"]),
                          model=str(tiny_model_dir), max_seq_length=32, learning_rate=1e-3)
-    rows = transfer.run_all(plan, tmp_path).rows()
+    rows = transfer.run_all(plan, tmp_path, workers=2).rows()  # two spawned processes, one thread each
     assert sorted((row["encoder"], row["fraction"], row["sample"], row["train_examples"]) for row in rows) == sorted(
         (encoder, fraction, sample, 16 if fraction == 0.25 else 64)
         for encoder in transfer.ENCODERS for fraction in (0.25, 1.0) for sample in (1, 2))
