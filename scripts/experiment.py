@@ -67,9 +67,9 @@ class InlineExecutor(concurrent.futures.Executor):
 
 
 def default_workers() -> int:
-    """Jobs to run side by side: two single-threaded jobs on a CPU with 2+ cores train ~1.4x faster than one job
-    on both cores (measured on the 2-core EPYC here: MiniLM steps of batch 32 x 40 tokens took 0.93 s with 2
-    threads, 1.34 s each for two 1-thread jobs at once); one at a time with a GPU."""
+    """Jobs to run side by side: two single-threaded jobs on a CPU with 2+ cores get more done than one job on
+    both cores (on the 2-core EPYC here, `scripts/profile_step.py --side-by-side`: 1.69x the MiniLM training
+    steps per second at 16 tokens per example, 1.05x at 64); one at a time with a GPU."""
     import torch
 
     return 1 if torch.cuda.is_available() else max(1, min(2, len(os.sched_getaffinity(0))))

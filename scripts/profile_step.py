@@ -3,12 +3,17 @@
 
     python scripts/profile_step.py                  # batch 32 x 16 tokens (an sst2 batch) and 32 x 64 (a pair batch)
     python scripts/profile_step.py --lengths 128
+    python scripts/profile_step.py --side-by-side   # one process on every core vs one single-threaded process
+                                                    # per core at once (how the experiment scripts run jobs)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -44,12 +49,23 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--time-only", action="store_true", help="print one JSON line of ms per step, no profile")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="compare one process on every core with one single-threaded process per core")
     args = parser.parse_args()
+    if args.side_by_side:
+        side_by_side(args)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = MTDNNModel.from_encoder("sentence-transformers/all-MiniLM-L6-v2", {"sst2": GLUE_TASKS["sst2"]}).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}; "
-          f"{args.steps} profiled steps per length after 3 warm-up steps")
+    if not args.time_only:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}; "
+              f"{args.steps} profiled steps per length after 3 warm-up steps")
+    timings = {}
     for length in args.lengths:
         ids = torch.randint(1000, 20000, (args.batch_size, length))
         mask, types = torch.ones_like(ids), torch.zeros_like(ids)
@@ -68,6 +84,9 @@ def main() -> None:
         for _ in range(args.steps):
             step()
         seconds = (time.perf_counter() - started) / args.steps
+        timings[length] = seconds * 1000
+        if args.time_only:
+            continue
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             for _ in range(args.steps):
                 step()
@@ -79,6 +98,29 @@ def main() -> None:
         print("| kind of work | share of the step's operator time |\n|---|---|")
         for kind, micros in sorted(totals.items(), key=lambda item: -item[1]):
             print(f"| {kind} | {micros / whole:.1%} |")
+    if args.time_only:
+        print(json.dumps(timings))
+
+
+def side_by_side(args) -> None:
+    """Steps per second of the machine: one process using every core, then one 1-thread process per core, all at
+    once (each runs the same bare steps; the processes start together and their timings overlap)."""
+    cores = len(os.sched_getaffinity(0))
+    command = [sys.executable, __file__, "--time-only", "--steps", str(args.steps), "--batch-size",
+               str(args.batch_size), "--lengths", *map(str, args.lengths)]
+    alone = json.loads(subprocess.run([*command, "--threads", str(cores)], capture_output=True, text=True,
+                                      check=True).stdout.splitlines()[-1])
+    children = [subprocess.Popen([*command, "--threads", "1"], stdout=subprocess.PIPE, text=True)
+                for _ in range(cores)]
+    each = [json.loads(child.communicate()[0].splitlines()[-1]) for child in children]
+    print(f"{cores} cores, batch {args.batch_size}, {args.steps} timed steps after 3 warm-up steps\n")
+    print("| tokens per example | 1 process x {0} threads: ms/step | {0} processes x 1 thread: ms/step (each) | "
+          "steps/s, side by side vs one process |".format(cores))
+    print("|---|---|---|---|")
+    for length in args.lengths:
+        one, several = alone[str(length)], [timing[str(length)] for timing in each]
+        gain = sum(1000 / ms for ms in several) / (1000 / one)
+        print(f"| {length} | {one:.0f} | {', '.join(f'{ms:.0f}' for ms in several)} | {gain:.2f}x |")
 
 
 if __name__ == "__main__":

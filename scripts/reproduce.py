@@ -50,8 +50,8 @@ class Plan(experiment.Recipe):
 
 # Budget, measured here (2-core EPYC): one pass over the tasks (SST-2 capped at 4,000 random examples, the rest
 # whole: ~0.75M real tokens) takes ~9 minutes of one job on both cores, ~17 min with 2 epochs. Four arms x 3 seeds
-# at 1 epoch is ~2 hours of one job at a time, ~1.5 h as two single-threaded jobs side by side (--workers 2,
-# the default on a CPU); 2 epochs (~3 h) would not fit the 2-hour budget of issue 6.
+# at 1 epoch is ~2 hours of one job at a time, less as two single-threaded jobs side by side (--workers 2, the
+# default on a CPU; see experiment.default_workers); 2 epochs (~3 h) would not fit issue 6's 2-hour budget.
 FULL = Plan(name="full", seeds=(1, 2, 3), epochs=1, train_caps={"sst2": 4000}, stage2_evals_per_epoch=4)
 QUICK = Plan(name="quick", seeds=(1,), epochs=1, train_caps={task: 64 for task in TASKS}, max_eval_samples=128,
              stage2_evals_per_epoch=2)
