@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -57,37 +58,104 @@ class Recipe:
                           "optimizer": "adamw", "log_every_steps": 10}}
 
 
-class InlineExecutor(concurrent.futures.Executor):
-    """`submit` runs the job at once in this process and raises its error there: the one-worker `job_pool`."""
+class InlineExecutor:
+    """The one-worker `job_pool`: `submit` runs the job at once in this process and raises its error there."""
 
-    def submit(self, fn, /, *args, **kwargs):
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         future = concurrent.futures.Future()
         future.set_result(fn(*args, **kwargs))
         return future
 
+    def result(self, future: concurrent.futures.Future):
+        return future.result()
+
+
+class BoundedPool:
+    """A process pool that holds at most one job per worker: `submit` waits for a free worker, so nothing sits
+    queued inside the pool, and a failure or an interruption leaves only the jobs in flight to stop. Any job's
+    error is raised by the next `submit` or `result`."""
+
+    def __init__(self, pool: concurrent.futures.ProcessPoolExecutor, workers: int):
+        self.pool, self.workers, self.in_flight = pool, workers, set()
+
+    def _reap(self) -> None:
+        done = {future for future in self.in_flight if future.done()}
+        self.in_flight -= done
+        for future in done:
+            future.result()  # raises the job's error here
+
+    def _wait(self, return_when: str) -> None:
+        concurrent.futures.wait(self.in_flight, return_when=return_when)
+        self._reap()
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        self._reap()
+        while len(self.in_flight) >= self.workers:
+            self._wait(concurrent.futures.FIRST_COMPLETED)
+        future = self.pool.submit(fn, *args, **kwargs)
+        self.in_flight.add(future)
+        return future
+
+    def result(self, future: concurrent.futures.Future):
+        """`future`'s result, raising meanwhile the error of any other job that fails first."""
+        while not future.done():
+            self._wait(concurrent.futures.FIRST_COMPLETED)
+        self._reap()
+        return future.result()
+
+    def finish(self) -> None:
+        """Wait for every job in flight; the first error is raised as soon as it happens."""
+        while self.in_flight:
+            self._wait(concurrent.futures.FIRST_EXCEPTION)
+
+    def stop_workers(self) -> None:
+        """SIGTERM to every worker: a training loop checkpoints and stops, anything else ends."""
+        for process in list((self.pool._processes or {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+
 
 def default_workers() -> int:
     """Jobs to run side by side: two single-threaded jobs on a CPU with 2+ cores get more done than one job on
-    both cores (on the 2-core EPYC here, `scripts/profile_step.py --side-by-side`: 1.69x the MiniLM training
-    steps per second at 16 tokens per example, 1.05x at 64); one at a time with a GPU."""
+    both cores (on the 2-core EPYC here, `scripts/profile_step.py --side-by-side`: 1.05x to 1.69x the MiniLM
+    training steps per second over 16 to 64 tokens per example, in two noisy runs); one at a time with a GPU."""
     import torch
 
     return 1 if torch.cuda.is_available() else max(1, min(2, len(os.sched_getaffinity(0))))
 
 
-def _start_worker(threads: int) -> None:
+_SIDE_BY_SIDE = 1
+"""Jobs running at once in this experiment: set in each worker of a `job_pool`; stored with every result."""
+
+
+def _start_worker(threads: int, parent: int, workers: int) -> None:
+    import threading
+
     import torch
 
+    global _SIDE_BY_SIDE
+    _SIDE_BY_SIDE = workers
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+
+    def stop_when_orphaned() -> None:  # the parent was killed outright: checkpoint and stop, as on SIGTERM
+        while os.getppid() == parent:
+            time.sleep(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_orphaned, daemon=True).start()
+
+
+def _raise_interrupt(number, _frame):
+    raise KeyboardInterrupt(f"signal {number}")
 
 
 @contextlib.contextmanager
 def job_pool(workers: int):
-    """An executor for an experiment's jobs: `workers` spawned processes sharing the CPU cores, or (1) this one.
-    Jobs must be module-level functions with picklable arguments, each writing its own result file. When the
-    block fails (a job's error re-raised by `result()`, Ctrl-C), the jobs in flight finish, the queued ones are
-    dropped, and the error propagates."""
+    """A pool for an experiment's jobs: `workers` spawned processes sharing the CPU cores, or (1) this process.
+    Jobs are module-level functions with picklable arguments, each writing its own result file; leaving the
+    block waits for them. On a job's error, Ctrl-C or SIGTERM, no further job starts, the workers get SIGTERM
+    (a training run checkpoints, so a re-run resumes it) and the error propagates once they have stopped."""
     if workers <= 1:
         yield InlineExecutor()
         return
@@ -95,14 +163,20 @@ def job_pool(workers: int):
 
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     logger.info("jobs run on %d workers of %d thread(s) each", workers, threads)
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_start_worker, initargs=(threads,))
+    pool = BoundedPool(concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+        initargs=(threads, os.getpid(), workers)), workers)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield pool
+        pool.finish()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.stop_workers()
+        pool.pool.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pool.pool.shutdown(wait=True)
 
 
 def claim_output_dir(output_dir: Path, plan: Recipe) -> None:
@@ -114,7 +188,9 @@ def claim_output_dir(output_dir: Path, plan: Recipe) -> None:
     if plan_file.is_file() and json.loads(plan_file.read_text()) != described:
         sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(described, indent=2))
+    staging = plan_file.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(described, indent=2))
+    staging.replace(plan_file)  # whole or absent, never half written
 
 
 def task_name(entry: str | dict) -> str:
@@ -155,6 +231,10 @@ class ResultStore:
         started = time.perf_counter()
         row = {**fields, **work()}
         row["seconds"] = row.get("seconds", time.perf_counter() - started)
+        import torch
+
+        row.setdefault("threads", torch.get_num_threads())  # how the job ran: its seconds depend on it
+        row.setdefault("side_by_side", _SIDE_BY_SIDE)
         self.save(row, *key)
         return row
 
@@ -267,6 +347,16 @@ def write_section(report: Path, name: str, body: str, title: str = "# Results") 
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
+
+
+def how_jobs_ran(rows: list[dict]) -> str:
+    """`1 thread per job, 2 jobs side by side`, from the result rows (older rows say nothing)."""
+    threads = sorted({row["threads"] for row in rows if "threads" in row})
+    together = sorted({row.get("side_by_side", 1) for row in rows if "threads" in row})
+    if not threads:
+        return "threads per job not recorded"
+    return (f"{'/'.join(map(str, threads))} thread(s) per job, {'/'.join(map(str, together))} job(s) side by "
+            "side")
 
 
 def report_header(title: str, *, command: str, target: str, output_dir: Path | str, job_time: str,

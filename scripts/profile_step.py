@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--time-only", action="store_true", help="print one JSON line of ms per step, no profile")
+    parser.add_argument("--start-at", type=float, default=None,
+                        help="after warm-up, wait until this time.time() before timing (lines processes up)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="compare one process on every core with one single-threaded process per core")
     args = parser.parse_args()
@@ -80,6 +82,9 @@ def main() -> None:
 
         for _ in range(3):
             step()
+        if args.start_at:
+            time.sleep(max(0.0, args.start_at - time.time()))
+            args.start_at = None  # only the first length starts together; the others follow in step
         started = time.perf_counter()
         for _ in range(args.steps):
             step()
@@ -104,14 +109,15 @@ def main() -> None:
 
 def side_by_side(args) -> None:
     """Steps per second of the machine: one process using every core, then one 1-thread process per core, all at
-    once (each runs the same bare steps; the processes start together and their timings overlap)."""
+    once (each runs the same bare steps, and all start timing at the same moment after loading and warm-up)."""
     cores = len(os.sched_getaffinity(0))
     command = [sys.executable, __file__, "--time-only", "--steps", str(args.steps), "--batch-size",
                str(args.batch_size), "--lengths", *map(str, args.lengths)]
     alone = json.loads(subprocess.run([*command, "--threads", str(cores)], capture_output=True, text=True,
                                       check=True).stdout.splitlines()[-1])
-    children = [subprocess.Popen([*command, "--threads", "1"], stdout=subprocess.PIPE, text=True)
-                for _ in range(cores)]
+    start_at = time.time() + 30  # model loading and warm-up take ~5-10 s; every process times from here
+    children = [subprocess.Popen([*command, "--threads", "1", "--start-at", str(start_at)], stdout=subprocess.PIPE,
+                                 text=True) for _ in range(cores)]
     each = [json.loads(child.communicate()[0].splitlines()[-1]) for child in children]
     print(f"{cores} cores, batch {args.batch_size}, {args.steps} timed steps after 3 warm-up steps\n")
     print("| tokens per example | 1 process x {0} threads: ms/step | {0} processes x 1 thread: ms/step (each) | "

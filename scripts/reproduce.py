@@ -13,7 +13,6 @@ resumes interrupted training from its last checkpoint. Writes its section of doc
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -23,6 +22,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mtdnn.errors import StoppedBySignal
 
 import experiment
 from experiment import ResultStore, task_name
@@ -201,9 +202,8 @@ def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
     jobs += [(arm, name, seed) for seed in plan.seeds for name in entries for arm in ("single", "trainer")
              if store.load(arm, name, f"seed-{seed}") is None]
     with experiment.job_pool(workers) as pool:
-        futures = [pool.submit(run_job, plan, entries, output_dir, job) for job in jobs]
-        for future in concurrent.futures.as_completed(futures):
-            logger.info("finished: %s", "/".join(map(str, future.result())))
+        for job in jobs:
+            pool.submit(run_job, plan, entries, output_dir, job)
     return store
 
 
@@ -222,7 +222,12 @@ def main() -> None:
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     experiment.claim_output_dir(output_dir, plan)
     workers = args.workers or experiment.default_workers()
-    store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
+    try:
+        store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
+    except (KeyboardInterrupt, StoppedBySignal):
+        print(f"interrupted: the finished jobs are stored under {output_dir}/results and interrupted training "
+              f"runs kept their checkpoints; `make reproduce` (or the same command) continues.", file=sys.stderr)
+        sys.exit(130)
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))
     print(f"\nwrote {args.report}")

@@ -219,7 +219,8 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
     text = experiment.report_header(
         "## Reproduction: single-task fine-tuning vs MT-DNN (issue 6)", command=command, target="reproduce",
         output_dir=output_dir, smoke=None if plan.name == "full" else f"tiny training subsets, {len(plan.seeds)} seed",
-        job_time=f"{hours:.2f} h of job time in all (summed over invocations; a load from other processes slows it)")
+        job_time=f"{hours:.2f} h of job time in all (summed over jobs and invocations, {experiment.how_jobs_ran(rows)}; "
+                 "jobs side by side each count their own time, and a load from other processes slows them)")
     text += [
         f"Encoder `{plan.model}` (6 layers, hidden 384). Same settings in every arm: max length "
         f"{plan.max_seq_length}, batch {plan.batch_size}, AdamW lr {plan.learning_rate:g}, linear warm-up over "

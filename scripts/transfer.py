@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtdnn.errors import StoppedBySignal
+
 import experiment
 from experiment import ResultStore, format_mean_std, mean_std, task_name
 
@@ -145,14 +147,12 @@ def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
                for encoder in ENCODERS}
     with experiment.job_pool(workers) as pool:
         stage2 = pool.submit(train_stage2, plan, output_dir) if pending["mtdnn"] else None
-        futures = [pool.submit(finetune_job, plan, output_dir, "pretrained", plan.model, entries[job], *job,
-                               sizes[job]) for job in pending["pretrained"]]
+        for job in pending["pretrained"]:
+            pool.submit(finetune_job, plan, output_dir, "pretrained", plan.model, entries[job], *job, sizes[job])
         if stage2 is not None:
-            checkpoint = stage2.result()
-            futures += [pool.submit(finetune_job, plan, output_dir, "mtdnn", checkpoint, entries[job], *job,
-                                    sizes[job]) for job in pending["mtdnn"]]
-        for future in futures:
-            future.result()
+            checkpoint = pool.result(stage2)
+            for job in pending["mtdnn"]:
+                pool.submit(finetune_job, plan, output_dir, "mtdnn", checkpoint, entries[job], *job, sizes[job])
     experiment.remove_checkpoints(output_dir / "runs" / "mtdnn")
     return store
 
@@ -226,7 +226,7 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
     text = experiment.report_header(
         f"## Transfer to a held-out task: {plan.held_out} (issue 8, paper Table 4)", command=command,
         target="transfer", output_dir=output_dir, smoke=smoke,
-        job_time=f"{hours:.2f} h of fine-tuning jobs, stage 2 not counted")
+        job_time=f"{hours:.2f} h of fine-tuning jobs, stage 2 not counted ({experiment.how_jobs_ran(rows)})")
     text += [
         f"Stage 2: `{plan.model}` multi-task trained on {', '.join(sources)} (training caps: {caps}; seed "
         f"{plan.stage2_seed}), {plan.epochs} epoch(s). Then {plan.held_out} is learnt with a fresh head from "
@@ -288,7 +288,12 @@ def main() -> None:
     experiment.claim_output_dir(output_dir, plan)
     started = time.perf_counter()
     workers = args.workers or experiment.default_workers()
-    store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
+    try:
+        store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
+    except (KeyboardInterrupt, StoppedBySignal):
+        print(f"interrupted: the finished jobs are stored under {output_dir}/results and interrupted training "
+              f"runs kept their checkpoints; `make transfer` (or the same command) continues.", file=sys.stderr)
+        sys.exit(130)
     logger.info("finished in %.0f s", time.perf_counter() - started)
     command = " ".join(["python scripts/transfer.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))

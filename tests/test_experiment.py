@@ -118,8 +118,11 @@ def test_an_output_dir_accepts_its_own_plan_in_any_key_order_and_refuses_another
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_job_pool_returns_results_and_raises_a_jobs_error(workers):
-    with pytest.raises(TypeError):  # raised in the worker process, re-raised here; the pool shuts down
+def test_a_job_pool_returns_results_and_a_failure_stops_it(workers, tmp_path):
+    with pytest.raises(TypeError):  # raised in the worker process, re-raised here
         with experiment.job_pool(workers) as pool:
             assert [pool.submit(experiment.subset_size, 0.5, n).result() for n in (10, 4)] == [5, 2]
-            pool.submit(experiment.subset_size, 0.5, "ten").result()
+            pool.submit(experiment.subset_size, 0.5, "ten")
+            for number in range(20):  # a free worker is waited for, and the failure is raised meanwhile
+                pool.submit((tmp_path / f"job-{number}").touch)
+    assert len(list(tmp_path.iterdir())) < 20  # at most the jobs already in flight ran
