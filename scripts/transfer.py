@@ -6,7 +6,7 @@ is fine-tuned with the encoder (a) of that MT-DNN run and (b) of the original pr
 same hyper-parameters. Every (encoder, fraction, sample) result is one JSON file: a re-run skips finished
 jobs and resumes interrupted training. Writes its section of docs/results.md and a plot.
 
-    python scripts/transfer.py                   # the full run (~25 minutes on 2 idle CPU cores)
+    python scripts/transfer.py                   # the full run (~45 minutes on 2 idle CPU cores)
     python scripts/transfer.py --held-out mrpc   # another held-out task
     python scripts/transfer.py --quick           # a smoke run (a few minutes)
 """
@@ -58,8 +58,10 @@ class Plan(experiment.Recipe):
 
 
 # Budget: stage 2 ≈ 0.53M real tokens per epoch (SST-2 capped); fine-tuning on RTE ≈ 0.17M tokens per epoch at
-# 100% (x3 samples x2 encoders), a tenth of that at 10%: ≈ 3.3M tokens in all, ~18 min at ~3,000 tokens/s on the
-# 2 idle cores here, plus ~7 min of start-up, evaluation and checkpoints for 25 runs.
+# 100% (x3 samples x2 encoders), a tenth of that at 10%. Measured here with two single-threaded workers: stage 2
+# ~1 update/s (~24 min for its 1,416), the pre-trained encoder's 0.1-10% points ~1 min each and a 100% point
+# ~8 min beside it; the MT-DNN encoder's curve after stage 2 brings the whole run to ~45 min (an estimate; the
+# first full run was cut short by the end of its session).
 FULL = Plan(name="full")
 QUICK = Plan(name="quick", fractions=(0.001, 0.01, 0.05), samples=2, epochs=1,
              source_caps={task: 64 for task in TASKS}, max_eval_samples=128)
