@@ -92,7 +92,7 @@ class BoundedPool:
         self._reap()
         while len(self.in_flight) >= self.workers:
             self._wait(concurrent.futures.FIRST_COMPLETED)
-        future = self.pool.submit(fn, *args, **kwargs)
+        future = self.pool.submit(_run_in_worker, fn, args, kwargs)
         self.in_flight.add(future)
         return future
 
@@ -128,6 +128,25 @@ _SIDE_BY_SIDE = 1
 """Jobs running at once in this experiment: set in each worker of a `job_pool`; stored with every result."""
 
 
+_BUSY = False
+"""Whether this worker is running a job: a signal stops a job, and is ignored between jobs (where it would kill
+the worker while it holds the pool's queue lock and hang the pool's shutdown)."""
+
+
+def _run_in_worker(fn, args, kwargs):
+    global _BUSY
+    _BUSY = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _BUSY = False
+
+
+def _signal_in_worker(number, _frame) -> None:
+    if _BUSY:  # a training loop has its own handler (checkpoint, then stop); anything else is interrupted
+        raise KeyboardInterrupt(f"signal {number}")
+
+
 def _start_worker(threads: int, parent: int, workers: int) -> None:
     import threading
 
@@ -137,6 +156,8 @@ def _start_worker(threads: int, parent: int, workers: int) -> None:
     _SIDE_BY_SIDE = workers
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _signal_in_worker)
 
     def stop_when_orphaned() -> None:  # the parent was killed outright: checkpoint and stop, as on SIGTERM
         while os.getppid() == parent:
