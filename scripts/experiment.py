@@ -200,6 +200,19 @@ def job_pool(workers: int):
     pool.pool.shutdown(wait=True)
 
 
+def run_or_load(output_dir: Path, target: str, run: Callable[[], ResultStore] | None) -> ResultStore:
+    """`run()` (None: only the stored results); on Ctrl-C or SIGTERM, a one-line message and exit 130 instead
+    of a traceback: the finished jobs are stored, and interrupted training runs have checkpointed."""
+    from mtdnn.errors import StoppedBySignal
+
+    try:
+        return ResultStore(output_dir / "results") if run is None else run()
+    except (KeyboardInterrupt, StoppedBySignal):
+        print(f"interrupted: the finished jobs are stored under {output_dir}/results and interrupted training runs "
+              f"kept their checkpoints; `make {target}` (or the same command) continues.", file=sys.stderr)
+        sys.exit(130)
+
+
 def claim_output_dir(output_dir: Path, plan: Recipe) -> None:
     """Record `plan` in `output_dir/plan.json`; exit if the directory holds results of a different plan.
 

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtdnn.errors import StoppedBySignal
-
 import experiment
 from experiment import ResultStore, task_name
 from reproduce_report import write_report
@@ -222,12 +220,8 @@ def main() -> None:
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     experiment.claim_output_dir(output_dir, plan)
     workers = args.workers or experiment.default_workers()
-    try:
-        store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
-    except (KeyboardInterrupt, StoppedBySignal):
-        print(f"interrupted: the finished jobs are stored under {output_dir}/results and interrupted training "
-              f"runs kept their checkpoints; `make reproduce` (or the same command) continues.", file=sys.stderr)
-        sys.exit(130)
+    store = experiment.run_or_load(output_dir, "reproduce",
+                                   None if args.report_only else lambda: run_all(plan, output_dir, workers))
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))
     print(f"\nwrote {args.report}")

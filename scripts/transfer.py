@@ -25,8 +25,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtdnn.errors import StoppedBySignal
-
 import experiment
 from experiment import ResultStore, format_mean_std, mean_std, task_name
 
@@ -290,12 +288,8 @@ def main() -> None:
     experiment.claim_output_dir(output_dir, plan)
     started = time.perf_counter()
     workers = args.workers or experiment.default_workers()
-    try:
-        store = ResultStore(output_dir / "results") if args.report_only else run_all(plan, output_dir, workers)
-    except (KeyboardInterrupt, StoppedBySignal):
-        print(f"interrupted: the finished jobs are stored under {output_dir}/results and interrupted training "
-              f"runs kept their checkpoints; `make transfer` (or the same command) continues.", file=sys.stderr)
-        sys.exit(130)
+    store = experiment.run_or_load(output_dir, "transfer",
+                                   None if args.report_only else lambda: run_all(plan, output_dir, workers))
     logger.info("finished in %.0f s", time.perf_counter() - started)
     command = " ".join(["python scripts/transfer.py", *map(shlex.quote, sys.argv[1:])])
     print(write_report(plan, store, output_dir, args.report, command))
