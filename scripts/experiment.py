@@ -200,6 +200,17 @@ def job_pool(workers: int):
     pool.pool.shutdown(wait=True)
 
 
+def add_run_arguments(parser, target: str, quick: str) -> None:
+    """The options every experiment driver has: `--quick` (what it trains: `quick`), where results and the report
+    go, `--report-only` and `--workers`."""
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
+    parser.add_argument("--output-dir", type=Path, default=None, help=f"default runs/{target} (quick: -quick)")
+    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="jobs run side by side (default: 2 on a CPU with 2+ cores, 1 with a GPU)")
+
+
 def run_or_load(output_dir: Path, target: str, run: Callable[[], ResultStore] | None) -> ResultStore:
     """`run()` (None: only the stored results); on Ctrl-C or SIGTERM, a one-line message and exit 130 instead
     of a traceback: the finished jobs are stored, and interrupted training runs have checkpointed."""

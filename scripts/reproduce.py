@@ -207,12 +207,7 @@ def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 training examples per task, one seed")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default runs/reproduce (quick: -quick)")
-    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="jobs run side by side (default: 2 on a CPU with 2+ cores, 1 with a GPU)")
+    experiment.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -272,12 +272,7 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", default="rte", help="the task left out of stage 2 (default rte)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny stage 2, small fractions, 2 samples")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default runs/transfer-<task> (quick: -quick)")
-    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="jobs run side by side (default: 2 on a CPU with 2+ cores, 1 with a GPU)")
+    experiment.add_run_arguments(parser, "transfer-<task>", quick="tiny stage 2, small fractions, 2 samples")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -19,9 +20,9 @@ from mtdnn.tasks import resolve_tasks  # noqa: E402
 def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_mechanism(arm, tmp_path):
     entries = {name: {"name": name} for name in ablation.TASKS}
     entries[ablation.RANKING_TASK] = {"name": ablation.RANKING_TASK}
-    values = ablation.arm_config(arm, 3, entries, tmp_path)
+    values = ablation.arm_config(arm, 3, ablation.FULL, entries, tmp_path)
     config = build_settings(Config, values)
-    baseline = build_settings(Config, ablation.arm_config("baseline", 3, entries, tmp_path))
+    baseline = build_settings(Config, ablation.arm_config("baseline", 3, ablation.FULL, entries, tmp_path))
     assert config.train.seed == 3 and config.data == baseline.data
     assert (config == baseline) == (arm in ("baseline", "distillation"))  # distill: `mtdnn distill` turns it on
     if arm == "san":
@@ -32,10 +33,10 @@ def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_
 @needs_glue("QNLI/dev.tsv")
 def test_ranking_arm_splits_qnli_dev_questions_into_a_generic_ranking_task(tmp_path, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(GLUE_DIR))
-    entry = ablation.ranking_entry(tmp_path)
+    entry = ablation.ranking_entry(tmp_path, 700)
     task = resolve_tasks([entry])[ablation.RANKING_TASK]
     train, dev = (load_split(task, split, None) for split in ("train", "dev"))
-    assert len(train["idx"]) == ablation.RANKING_TRAIN_QUESTIONS and len(dev["idx"]) == 1362 - 700
+    assert len(train["idx"]) == 700 and len(dev["idx"]) == 1362 - 700
     assert not set(train["text_a"]) & set(dev["text_a"])  # no question in both
     assert all(0 <= label < len(candidates) and len(candidates) >= 2
                for label, candidates in zip(dev["label"], dev["candidates"]))
@@ -48,9 +49,9 @@ def test_report_pairs_deltas_by_seed(tmp_path):
                    "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}}
         store.save({"arm": arm, "seed": seed, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
                     "seconds": 60.0}, arm, f"seed-{seed}")
-    text = ablation.report(store, [1, 2], "python scripts/ablation.py")
+    text = ablation.report(ablation.FULL, store, [1, 2], "python scripts/ablation.py")
     smart, per_task = [line.split(" | ") for line in text.splitlines() if line.startswith("| smart |")]
-    assert smart[2] == "65.0 ± 14.1" and smart[-3:-1] == ["95/95", "ok"]  # rte: 55 and 75
+    assert smart[2] == "65.0 ± 14.1" and smart[-3:-1] == ["95", "ok"]  # rte: 55 and 75
     assert smart[7] == "+2.5 ± 1.8"  # the 4-task average: rte deltas +5 and +15 (paired by seed), over 4 tasks
     assert per_task[1] == "+10.0 ± 7.1" and per_task[2] == "+0.0 ± 0.0"
     assert "not run here" in text  # no ranking arm among the results
@@ -62,8 +63,34 @@ def test_report_gives_the_ranking_arms_own_task_against_chance(tmp_path):
         metrics = {"rte": {"accuracy": 0.5}, "mrpc": {"accuracy": 0.7, "f1": 0.8}, "stsb": {"pearson": 0.1,
                    "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, **extra}
         store.save({"arm": arm, "seed": 1, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
-                    "seconds": 60.0, **({"ranking_chance": 0.4, "ranking_questions": 662} if extra else {})},
+                    "seconds": 60.0, **({"ranking_chance": 0.4, "ranking_questions": 662, "ranking_train_questions": 700}
+                       if extra else {})},
                    arm, "seed-1")
-    text = ablation.report(store, [1], "python scripts/ablation.py")
+    text = ablation.report(ablation.FULL, store, [1], "python scripts/ablation.py")
     assert "700 training questions and 662 scored ones" in text
     assert "Accuracy (the positive ranked first): 76.4, where ranking at random scores 40.0" in text
+
+
+def test_a_tiny_ablation_runs_side_by_side_distils_from_its_teachers_and_a_rerun_skips_it(tiny_model_dir, task_files,
+                                                                                         tmp_path, monkeypatch):
+    budget = ablation.Budget(name="test", epochs=1, batch_size=16, learning_rate=1e-3, max_seq_length=32,
+                             model=str(tiny_model_dir), tasks=(task_files["pair"], task_files["score"]))
+    arms = ["baseline", "san", "temperature", "continual", "distillation"]
+    store = ablation.run_all(budget, [1], arms, tmp_path, workers=2)  # two spawned processes, one thread each
+    rows = {row["arm"]: row for row in store.rows()}
+    assert set(rows) == set(arms) and all(row["reload_reproduces_metrics"] for row in rows.values())
+    assert all(set(row["metrics"]) == {"pair", "score"} and row["side_by_side"] == 2 for row in rows.values())
+    assert not list(tmp_path.rglob("model.safetensors"))  # the teachers' checkpoints went after distillation
+    config = {arm: yaml.safe_load((tmp_path / "configs" / f"{arm}-seed1.yaml").read_text()) for arm in arms}
+    assert [task.get("answer_module") for task in config["san"]["tasks"]] == ["san", None]  # the pair task only
+    assert config["continual"]["train"]["sampling"]["stages"] == [["score"], ["pair"]]
+    assert (tmp_path / "runs" / "distillation-seed1" / "metrics.jsonl").is_file()
+
+    def no_training(*args):
+        raise AssertionError(f"a finished arm was run again: mtdnn {args}")
+
+    monkeypatch.setattr(ablation, "mtdnn", no_training)
+    assert ablation.run_all(budget, [1], arms, tmp_path).rows() == store.rows()
+    text = ablation.report(budget, store, [1], "python scripts/ablation.py")
+    assert "| san | SAN answer module (K=5) on the pair classification tasks (pair) |" in text
+    assert "ERNIE 2.0 continual stages: score → +pair" in text
