@@ -208,6 +208,8 @@ def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed")
+    parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                        help="the output directory of a re-run of the same plan: the report compares the two")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -218,7 +220,12 @@ def main() -> None:
     store = experiment.run_or_load(output_dir, "reproduce",
                                    None if args.report_only else lambda: run_all(plan, output_dir, workers))
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
-    print(write_report(plan, store, output_dir, args.report, command))
+    if args.compare and not (args.compare / "plan.json").is_file():
+        parser.error(f"--compare {args.compare}: no plan.json there (not an output directory of this script)")
+    if args.compare and json.loads((args.compare / "plan.json").read_text()) != json.loads(
+            (output_dir / "plan.json").read_text()):
+        parser.error(f"--compare {args.compare}: its results are of a different plan than {output_dir}'s")
+    print(write_report(plan, store, output_dir, args.report, command, rerun=args.compare))
     print(f"\nwrote {args.report}")
 
 

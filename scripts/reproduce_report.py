@@ -199,13 +199,38 @@ def training_sizes(plan: Plan) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
+    """A second run of the same plan against this one: per arm and task the two means over seeds, their difference
+    and whether it is within seed noise (at most the larger of the two standard deviations)."""
+    lines = ["| arm | task | this run | re-run | difference | within seed noise |", "|---|---|---|---|---|---|"]
+    verdicts = []
+    for arm in ARMS:
+        for task in table.get(arm, {}):
+            ours, theirs = scores(table, arm, task), scores(other, arm, task)
+            if not theirs:
+                continue
+            (mean, std), (mean_other, std_other) = mean_std(ours), mean_std(theirs)
+            noise = max(std or 0.0, std_other or 0.0)
+            within = abs(mean - mean_other) <= noise + 1e-9
+            verdicts.append(within)
+            lines.append(f"| {ARMS[arm].split(':')[0]} | {task} | {format_mean_std(ours)} | "
+                         f"{format_mean_std(theirs)} | {100 * (mean_other - mean):+.1f} | {'yes' if within else 'no'} |")
+    if not verdicts:
+        return [f"No result of the re-run in `{other_dir}` matches an arm and task of this run."]
+    return [f"The same plan run again from scratch (results in `{other_dir}`): {sum(verdicts)} of {len(verdicts)} "
+            "arm/task means differ by at most the larger of the two runs' standard deviations over seeds.", "",
+            *lines]
+
+
 def job_hours(rows: list[dict]) -> float:
     """Compute time of all jobs; a stage-2 run shared by several rows counts once."""
     shared = {row["shared_run"]: row["seconds"] for row in rows if "shared_run" in row}
     return (sum(row.get("seconds", 0) for row in rows if "shared_run" not in row) + sum(shared.values())) / 3600
 
 
-def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path, command: str) -> str:
+def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path, command: str,
+                 rerun: Path | None = None) -> str:
+    """The report's section and plots; `rerun`: the output directory of a second run of the same plan to compare."""
     from mtdnn.tasks import resolve_tasks
 
     rows = store.rows()
@@ -273,6 +298,8 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
         "",
         f"![dev score per task and arm]({relative(metrics_png)})",
         "",
+        *(["### A re-run", "", *rerun_lines(table, collect(ResultStore(rerun / "results").rows()), rerun), ""]
+          if rerun else []),
         f"![stage 2 learning curves, seed {plan.seeds[0]}]({relative(curves_png)})",
     ]
     body = "\n".join(text)
