@@ -26,8 +26,8 @@ def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_
     assert config.train.seed == 3 and config.data == baseline.data
     assert (config == baseline) == (arm in ("baseline", "distillation"))  # distill: `mtdnn distill` turns it on
     if arm == "san":
-        assert [entry.get("answer_module") for entry in values["tasks"]] == ["san", "san", None, None]
-    assert [entry["name"] for entry in values["tasks"]][4:] == ([ablation.RANKING_TASK] if arm == "ranking" else [])
+        assert [entry.get("answer_module") for entry in values["tasks"]] == ["san", "san", None, None, None]
+    assert [entry["name"] for entry in values["tasks"]][len(ablation.TASKS):] == ([ablation.RANKING_TASK] if arm == "ranking" else [])
 
 
 @needs_glue("QNLI/dev.tsv")
@@ -46,14 +46,14 @@ def test_report_pairs_deltas_by_seed(tmp_path):
     store = experiment.ResultStore(tmp_path)
     for arm, seed, rte in (("baseline", 1, 0.5), ("baseline", 2, 0.6), ("smart", 1, 0.55), ("smart", 2, 0.75)):
         metrics = {"rte": {"accuracy": rte}, "mrpc": {"accuracy": 0.7, "f1": 0.8}, "stsb": {"pearson": 0.1,
-                   "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}}
+                   "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, "sst2": {"accuracy": 0.8}}
         store.save({"arm": arm, "seed": seed, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
                     "seconds": 60.0}, arm, f"seed-{seed}")
     text = ablation.report(ablation.FULL, store, [1, 2], "python scripts/ablation.py")
     smart, per_task = [line.split(" | ") for line in text.splitlines() if line.startswith("| smart |")]
-    assert smart[2] == "65.0 ± 14.1" and smart[-3:-1] == ["95", "ok"]  # rte: 55 and 75
-    assert smart[7] == "+2.5 ± 1.8"  # the 4-task average: rte deltas +5 and +15 (paired by seed), over 4 tasks
-    assert per_task[1] == "+10.0 ± 7.1" and per_task[2] == "+0.0 ± 0.0"
+    assert smart[3] == "65.0 ± 14.1" and smart[-3:-1] == ["95", "ok"]  # rte: 55 and 75
+    assert smart[8] == "+2.0 ± 1.4"  # the 5-task average: rte deltas +5 and +15 (paired by seed), over 5 tasks
+    assert per_task[2] == "+10.0 ± 7.1" and per_task[1] == "+0.0 ± 0.0"
     assert "not run here" in text  # no ranking arm among the results
 
 
@@ -61,7 +61,7 @@ def test_report_gives_the_ranking_arms_own_task_against_chance(tmp_path):
     store = experiment.ResultStore(tmp_path)
     for arm, extra in (("baseline", {}), ("ranking", {ablation.RANKING_TASK: {"accuracy": 0.764}})):
         metrics = {"rte": {"accuracy": 0.5}, "mrpc": {"accuracy": 0.7, "f1": 0.8}, "stsb": {"pearson": 0.1,
-                   "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, **extra}
+                   "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, "sst2": {"accuracy": 0.8}, **extra}
         store.save({"arm": arm, "seed": 1, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
                     "seconds": 60.0, **({"ranking_chance": 0.4, "ranking_questions": 662, "ranking_train_questions": 700}
                        if extra else {})},
