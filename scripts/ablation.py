@@ -1,4 +1,4 @@
-"""Ablation of the multi-task toolbox (issue 7): each mechanism on vs off, MiniLM on small subsets of the GLUE tasks here.
+"""Ablation of the multi-task toolbox (issue 7): each mechanism on vs off, MiniLM on small GLUE subsets here.
 
 Every arm is MT-DNN's multi-task run (stage 2) on mrpc, rte, stsb, cola and sst2 with one mechanism switched on,
 run through the command line (`mtdnn train`, `mtdnn distill`) on the same random training subsets (unequal
@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 import experiment
-from experiment import ResultStore, format_mean_std, mean_std, task_name
+from experiment import ResultStore, task_name
 
 logger = logging.getLogger("ablation")
 
@@ -92,7 +92,8 @@ ARMS: dict[str, str] = {
     "task_embeddings": "ERNIE 2.0 task embeddings",
     "soft_sharing": "soft sharing: one encoder per task, lambda=1e-3",
     "distillation": "MT-DNN-KD: soft targets of " + "+".join(TEACHERS) + ", weight 0.5, T=1",
-    "ranking": "+ QNLI as listwise ranking, a 5th task (trained on {questions} QNLI dev questions, scored on the rest)",
+    "ranking": "+ QNLI as listwise ranking, one more task (trained on {questions} QNLI dev questions, scored on "
+               "the rest)",
 }
 """Arm -> what is on (the placeholders name the budget's tasks)."""
 RANKING_TASK = "qnli_rank"
@@ -270,143 +271,6 @@ def run_all(budget: Budget, seeds: list[int], arms: list[str], output_dir: Path,
     return store
 
 
-def task_score(run: dict, task: str | list[str]) -> float:
-    """A task's score (mean of its metrics), or for a list of tasks their average."""
-    if isinstance(task, list):
-        return sum(task_score(run, name) for name in task) / len(task)
-    metrics = run["metrics"][task]
-    return sum(metrics.values()) / len(metrics)
-
-
-def majority_scores(budget: Budget) -> dict[str, float | None]:
-    """Each GLUE task's dev score when always predicting its most frequent dev label (None: regression)."""
-    from collections import Counter
-
-    import numpy as np
-
-    from mtdnn.metrics import compute_metrics
-    from mtdnn.sources import glue_dir_from, load_split
-    from mtdnn.tasks import GLUE_TASKS
-
-    scores = {}
-    for name in budget.task_names():
-        task = GLUE_TASKS.get(name)
-        if task is None or task.type == "regression":  # an own task; a constant has no correlation
-            continue
-        labels = np.asarray(load_split(task, "dev", glue_dir_from(None))["label"])[:budget.max_eval_samples]
-        majority = np.full_like(labels, Counter(labels.tolist()).most_common(1)[0][0])
-        metrics = compute_metrics(task.metrics, task.type, majority, labels)
-        scores[name] = sum(metrics.values()) / len(metrics)
-    return scores
-
-
-def report(budget: Budget, store: ResultStore, seeds: list[int], command: str,
-           majority: dict[str, float | None] | None = None) -> str:
-    tasks = budget.task_names()
-    runs: dict[str, dict[int, dict]] = {}  # arm -> seed -> result
-    for row in store.rows():
-        if row["seed"] in seeds:
-            runs.setdefault(row["arm"], {})[row["seed"]] = row
-
-    def scores(arm: str, task: str | list[str]) -> str:
-        return format_mean_std([task_score(run, task) for run in runs[arm].values()])
-
-    def delta(arm: str, task: str | list[str]) -> str:
-        paired = [task_score(run, task) - task_score(runs["baseline"][seed], task)
-                  for seed, run in runs[arm].items() if seed in runs.get("baseline", {})]
-        mean, std = mean_std(paired)
-        return "–" if mean is None else f"{mean * 100:+.1f}" + (f" ± {std * 100:.1f}" if std is not None else "")
-
-    hours = sum(run.get("seconds", 0.0) for arm in runs.values() for run in arm.values()) / 3600
-    rows = [run for arm in runs.values() for run in arm.values()]
-    smoke = (f"{budget.train_caps.get(tasks[0])} training examples per task" if budget.name == "quick" else None)
-    lines = experiment.report_header("## Ablation: the multi-task toolbox (issue 7)", command=command,
-                                     target="ablation", output_dir=store.root.parent, smoke=smoke,
-                                     job_time=f"{hours:.2f} h of job time, {experiment.how_jobs_ran(rows)}")
-    caps = ", ".join(f"{task} {budget.train_caps[task]}" for task in tasks if task in budget.train_caps)
-    lines += [
-        f"Every arm is the multi-task run (stage 2, no per-task fine-tuning) of `{budget.model}` on "
-        f"{', '.join(tasks)}, trained through `mtdnn train` (`mtdnn distill` for the distillation arm)"
-        + (f" on random training subsets (seed {budget.subset_seed}) of {caps} examples" if caps else "") +
-        f", with: max length {budget.max_seq_length}, batch {budget.batch_size}, AdamW lr {budget.learning_rate:g}, "
-        f"warm-up {budget.warmup_ratio:.0%} then linear decay, {budget.epochs} epoch(s) of MT-DNN's schedule (the "
-        f"sampling arms draw as many steps per epoch), seed(s) {', '.join(map(str, seeds))}. Dev metrics after the "
-        "last update on "
-        + (f"the first {budget.max_eval_samples} examples of each dev set" if budget.max_eval_samples
-           else "the complete dev sets") + " (no checkpoint selection). Score = mean of the task's GLUE metrics "
-        f"x100; the average is over the {len(tasks)} tasks. Δ is arm − baseline with the same seed (mean ± std "
-        "over seeds where there are several).",
-        "",
-        "| arm | what is on | " + " | ".join(tasks) + " | average | Δ average | updates | reload | minutes |",
-        "|---|---|" + "---|" * (len(tasks) + 5),
-    ]
-    for arm in ARMS:
-        if arm not in runs:
-            continue
-        done = list(runs[arm].values())
-        reload = "ok" if all(run["reload_reproduces_metrics"] for run in done) else "MISMATCH"
-        minutes = sum(run["seconds"] for run in done) / len(done) / 60
-        updates = "/".join(sorted({str(run["updates"]) for run in done}))
-        lines.append(f"| {arm} | {describe(arm, budget)} | {' | '.join(scores(arm, task) for task in tasks)} | "
-                     f"{scores(arm, tasks)} | {'' if arm == 'baseline' else delta(arm, tasks)} | {updates} | "
-                     f"{reload} | {minutes:.1f} |")
-    if majority:
-        cells = [f"{majority[task] * 100:.1f}" if task in majority else "–" for task in tasks]
-        lines.append(f"| *majority class* | always the most frequent dev label (reference) | {' | '.join(cells)} "
-                     "| | | | | |")
-    lines += ["", "Per-task Δ (arm − baseline, points):", "",
-              "| arm | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    lines += [f"| {arm} | " + " | ".join(delta(arm, task) for task in tasks) + " |"
-              for arm in ARMS if arm != "baseline" and arm in runs]
-    return "\n".join([*lines, "", *reading(budget, seeds, runs, majority or {})])
-
-
-def reading(budget: Budget, seeds: list[int], runs: dict[str, dict[int, dict]],
-            majority: dict[str, float | None]) -> list[str]:
-    tasks, baseline = budget.task_names(), runs.get("baseline", {})
-    at_floor = [task for task in tasks if task in majority and baseline
-                and max(task_score(run, task) for run in baseline.values()) <= majority[task] + 0.02]
-    floor = ([f"- At this budget the baseline has not left the majority-class level on {', '.join(at_floor)} "
-              "(compare the *majority class* row): those columns cannot show a gain or a loss, and an arm that moves "
-              "them has mostly moved its random draws."] if at_floor else [])
-    spread = [f"{task} {format_mean_std([task_score(run, task) for run in baseline.values()])}" for task in tasks]
-    seeds_line = ("one seed: no spread is measured, and a Δ of a few points is not evidence for or against a "
-                  "mechanism; run `--seeds 1,2,3`" if len(seeds) == 1 else
-                  f"{len(seeds)} seeds: the baseline's own spread (mean ± std over seeds) is {', '.join(spread)}; a "
-                  "mean Δ smaller than its ± is within seed noise, and is not evidence for or against a mechanism")
-    caps = [budget.train_caps[task] for task in tasks if task in budget.train_caps]
-    size = f"{min(caps)} to {max(caps)} training examples per task, " if caps else ""
-    return [
-        "How to read this table honestly:",
-        "",
-        *floor,
-        f"- This is a quick budget ({size}{budget.epochs} epoch(s)) with {seeds_line}.",
-        "- The papers' gains (SAN, SMART, MT-DNN-KD, ERNIE 2.0) were measured with BERT-base/large, full "
-        "training sets and tuned hyper-parameters; this table checks that each mechanism runs end to end on "
-        "real data, saves, reloads and evaluates (the `reload` column: `mtdnn evaluate` on the saved checkpoint "
-        f"reproduces the logged {tasks[0]} metrics), and shows its cost (`minutes`, `updates`).",
-        "- `main_task` trains fewer updates (the other tasks' batches are capped; see `updates`); `continual` "
-        "spreads each task's batches over its stages; the other sampling arms change the task mix, not the number "
-        "of steps.",
-        *ranking_lines(runs.get("ranking", {})),
-    ]
-
-
-def ranking_lines(runs: dict[int, dict]) -> list[str]:
-    """The ranking arm's own task, which the table's columns leave out."""
-    if not runs:
-        return ["- Relevance ranking is the `ranking` arm (`--arms ranking`), not run here: QNLI has no training set "
-                "here, so that arm trains on part of QNLI's dev questions."]
-    run = next(iter(runs.values()))
-    accuracy = format_mean_std([r["metrics"][RANKING_TASK]["accuracy"] for r in runs.values()])
-    return [f"- The `ranking` arm adds QNLI as the paper's listwise ranking task: QNLI has no training set here, so "
-            f"its dev questions with one entailing sentence among two or more candidates were split at random "
-            f"(seed 0) into {run['ranking_train_questions']} training questions and {run['ranking_questions']} scored "
-            "ones. "
-            f"Accuracy (the positive ranked first): {accuracy}, where ranking at random scores "
-            f"{run['ranking_chance'] * 100:.1f}. Its other columns show what a fifth task did to the others."]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     experiment.add_run_arguments(parser, "ablation", quick="64 training examples per task, one seed")
@@ -432,9 +296,10 @@ def main() -> int:
     workers = args.workers or experiment.default_workers()
     store = experiment.run_or_load(output_dir, "ablation", None if args.report_only
                                    else lambda: run_all(budget, seeds, arms, output_dir, workers))
+    from ablation_report import majority_scores, report  # it imports this module's arms
+
     command = " ".join(["python scripts/ablation.py", *map(shlex.quote, sys.argv[1:])])
-    majority = majority_scores(budget)
-    experiment.write_section(args.report, "ablation", report(budget, store, seeds, command, majority))
+    experiment.write_section(args.report, "ablation", report(budget, store, seeds, command, majority_scores(budget)))
     logger.info("wrote %s (%.1f min)", args.report, (time.perf_counter() - started) / 60)
     return 0
 

@@ -9,6 +9,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import ablation  # noqa: E402
+import ablation_report  # noqa: E402
 import experiment  # noqa: E402
 from conftest import GLUE_DIR, needs_glue  # noqa: E402
 from mtdnn.config import Config, build_settings  # noqa: E402
@@ -49,7 +50,7 @@ def test_report_pairs_deltas_by_seed(tmp_path):
                    "spearmanr": 0.1}, "cola": {"matthews_correlation": 0.0}, "sst2": {"accuracy": 0.8}}
         store.save({"arm": arm, "seed": seed, "metrics": metrics, "reload_reproduces_metrics": True, "updates": 95,
                     "seconds": 60.0}, arm, f"seed-{seed}")
-    text = ablation.report(ablation.FULL, store, [1, 2], "python scripts/ablation.py")
+    text = ablation_report.report(ablation.FULL, store, [1, 2], "python scripts/ablation.py")
     smart, per_task = [line.split(" | ") for line in text.splitlines() if line.startswith("| smart |")]
     assert smart[3] == "65.0 ± 14.1" and smart[-3:-1] == ["95", "ok"]  # rte: 55 and 75
     assert smart[8] == "+2.0 ± 1.4"  # the 5-task average: rte deltas +5 and +15 (paired by seed), over 5 tasks
@@ -66,7 +67,7 @@ def test_report_gives_the_ranking_arms_own_task_against_chance(tmp_path):
                     "seconds": 60.0, **({"ranking_chance": 0.4, "ranking_questions": 662, "ranking_train_questions": 700}
                        if extra else {})},
                    arm, "seed-1")
-    text = ablation.report(ablation.FULL, store, [1], "python scripts/ablation.py")
+    text = ablation_report.report(ablation.FULL, store, [1], "python scripts/ablation.py")
     assert "700 training questions and 662 scored ones" in text
     assert "Accuracy (the positive ranked first): 76.4, where ranking at random scores 40.0" in text
 
@@ -91,6 +92,6 @@ def test_a_tiny_ablation_runs_side_by_side_distils_from_its_teachers_and_a_rerun
 
     monkeypatch.setattr(ablation, "mtdnn", no_training)
     assert ablation.run_all(budget, [1], arms, tmp_path).rows() == store.rows()
-    text = ablation.report(budget, store, [1], "python scripts/ablation.py")
+    text = ablation_report.report(budget, store, [1], "python scripts/ablation.py")
     assert "| san | SAN answer module (K=5) on the pair classification tasks (pair) |" in text
     assert "ERNIE 2.0 continual stages: score → +pair" in text
