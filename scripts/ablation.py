@@ -234,7 +234,7 @@ def train_arm(arm: str, seed: int, budget: Budget, entries: dict, output_dir: Pa
     return result
 
 
-def run_job(arm: str, seed: int, budget: Budget, entries: dict, output_dir: Path, keep: bool) -> tuple:
+def run_job(arm: str, seed: int, budget: Budget, entries: dict, output_dir: Path, keep: bool) -> None:
     """One (arm, seed), unless finished; its checkpoints go afterwards unless `keep` (a teacher still needed).
     Distillation removes its teachers' checkpoints once it has finished."""
     store = ResultStore(output_dir / "results")
@@ -245,29 +245,29 @@ def run_job(arm: str, seed: int, budget: Budget, entries: dict, output_dir: Path
     if arm == "distillation":
         for name in TEACHERS:
             experiment.remove_checkpoints(run_dir(output_dir, name, seed))
-    return arm, seed
 
 
 def run_all(budget: Budget, seeds: list[int], arms: list[str], output_dir: Path, workers: int = 1) -> ResultStore:
-    """Every (arm, seed) not finished yet, `workers` at a time: the teachers first, the distillation arm of a seed
-    once its teachers are done. A job that fails stops the run; every finished job's result stays stored."""
+    """Every (arm, seed) not finished yet, `workers` at a time, seed by seed: the teachers first, the distillation
+    arm once they are done. A job that fails stops the run; every finished job's result stays stored."""
     store = ResultStore(output_dir / "results")
     entries = task_entries(budget, arms, output_dir / "data")  # written once here, before any worker reads them
     order = [arm for arm in TEACHERS if arm in arms] + [arm for arm in arms if arm not in TEACHERS]
-    later = [arm for arm in order if arm == "distillation"]
-    teachers: dict[int, list] = {}
     with experiment.job_pool(workers) as pool:
-        for arm in [arm for arm in order if arm not in later]:
-            for seed in seeds:
-                keep = arm in TEACHERS and "distillation" in arms and store.load("distillation", f"seed-{seed}") is None
+        for seed in seeds:
+            # a teacher keeps its checkpoints while a distillation of its seed may still need them, in this
+            # invocation or in an interrupted earlier one
+            distilling = store.load("distillation", f"seed-{seed}") is None and (
+                "distillation" in arms or run_dir(output_dir, "distillation", seed).exists())
+            teachers = []
+            for arm in order:
+                if arm == "distillation":
+                    for future in teachers:
+                        pool.result(future)
+                keep = arm in TEACHERS and distilling
                 future = pool.submit(run_job, arm, seed, budget, entries, output_dir, keep)
                 if keep:
-                    teachers.setdefault(seed, []).append(future)
-        for arm in later:
-            for seed in seeds:
-                for future in teachers.get(seed, []):
-                    pool.result(future)
-                pool.submit(run_job, arm, seed, budget, entries, output_dir, False)
+                    teachers.append(future)
     return store
 
 
@@ -281,10 +281,11 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     budget = QUICK if args.quick else FULL
     try:
-        seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else ([1] if args.quick else list(SEEDS))
+        seeds = (list(dict.fromkeys(int(seed) for seed in args.seeds.split(","))) if args.seeds
+                 else [1] if args.quick else list(SEEDS))
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    arms = [arm for arm in args.arms.split(",") if arm]
+    arms = list(dict.fromkeys(arm for arm in args.arms.split(",") if arm))  # a repeated arm would train twice at once
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:
         parser.error(f"unknown arm {unknown[0]!r}; arms: {', '.join(ARMS)}")

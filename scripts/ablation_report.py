@@ -16,8 +16,8 @@ def task_score(run: dict, task: str | list[str]) -> float:
     return sum(metrics.values()) / len(metrics)
 
 
-def majority_scores(budget: Budget) -> dict[str, float | None]:
-    """Each GLUE task's dev score when always predicting its most frequent dev label (None: regression)."""
+def majority_scores(budget: Budget) -> dict[str, float]:
+    """Each GLUE classification task's dev score when always predicting its most frequent dev label."""
     from collections import Counter
 
     import numpy as np
@@ -38,25 +38,51 @@ def majority_scores(budget: Budget) -> dict[str, float | None]:
     return scores
 
 
+def scores(runs: dict[int, dict], task: str | list[str]) -> str:
+    """An arm's score on a task (or the average over tasks), mean ± std over its seeds."""
+    return format_mean_std([task_score(run, task) for run in runs.values()])
+
+
+def delta(runs: dict[int, dict], baseline: dict[int, dict], task: str | list[str]) -> str:
+    """Arm − baseline with the same seed, mean ± std over the seeds both have."""
+    mean, std = mean_std([task_score(run, task) - task_score(baseline[seed], task)
+                          for seed, run in runs.items() if seed in baseline])
+    return "–" if mean is None else f"{mean * 100:+.1f}" + (f" ± {std * 100:.1f}" if std is not None else "")
+
+
+def table_lines(budget: Budget, runs: dict[str, dict[int, dict]], majority: dict[str, float]) -> list[str]:
+    """The ablation table (a row per arm that has results, then the majority class) and the per-task Δs."""
+    tasks, baseline = budget.task_names(), runs.get("baseline", {})
+    lines = ["| arm | what is on | " + " | ".join(tasks) + " | average | Δ average | updates | reload | minutes |",
+             "|---|---|" + "---|" * (len(tasks) + 5)]
+    for arm in [arm for arm in ablation.ARMS if arm in runs]:
+        done = list(runs[arm].values())
+        reload = "ok" if all(run["reload_reproduces_metrics"] for run in done) else "MISMATCH"
+        minutes = sum(run["seconds"] for run in done) / len(done) / 60
+        updates = "/".join(map(str, sorted({run["updates"] for run in done})))
+        cells = " | ".join(scores(runs[arm], task) for task in tasks)
+        lines.append(f"| {arm} | {ablation.describe(arm, budget)} | {cells} | {scores(runs[arm], tasks)} | "
+                     f"{'' if arm == 'baseline' else delta(runs[arm], baseline, tasks)} | {updates} | {reload} | "
+                     f"{minutes:.1f} |")
+    if majority:
+        cells = " | ".join(f"{majority[task] * 100:.1f}" if task in majority else "–" for task in tasks)
+        lines.append(f"| *majority class* | always the most frequent dev label (reference) | {cells} | | | | | |")
+    lines += ["", "Per-task Δ (arm − baseline, points):", "",
+              "| arm | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    return lines + [f"| {arm} | " + " | ".join(delta(runs[arm], baseline, task) for task in tasks) + " |"
+                    for arm in ablation.ARMS if arm != "baseline" and arm in runs]
+
+
 def report(budget: Budget, store: ResultStore, seeds: list[int], command: str,
-           majority: dict[str, float | None] | None = None) -> str:
+           majority: dict[str, float] | None = None) -> str:
+    """The ablation's section of docs/results.md, from the stored results of `seeds`."""
     tasks = budget.task_names()
     runs: dict[str, dict[int, dict]] = {}  # arm -> seed -> result
     for row in store.rows():
         if row["seed"] in seeds:
             runs.setdefault(row["arm"], {})[row["seed"]] = row
-
-    def scores(arm: str, task: str | list[str]) -> str:
-        return format_mean_std([task_score(run, task) for run in runs[arm].values()])
-
-    def delta(arm: str, task: str | list[str]) -> str:
-        paired = [task_score(run, task) - task_score(runs["baseline"][seed], task)
-                  for seed, run in runs[arm].items() if seed in runs.get("baseline", {})]
-        mean, std = mean_std(paired)
-        return "–" if mean is None else f"{mean * 100:+.1f}" + (f" ± {std * 100:.1f}" if std is not None else "")
-
-    hours = sum(run.get("seconds", 0.0) for arm in runs.values() for run in arm.values()) / 3600
     rows = [run for arm in runs.values() for run in arm.values()]
+    hours = sum(run.get("seconds", 0.0) for run in rows) / 3600
     smoke = (f"{budget.train_caps.get(tasks[0])} training examples per task" if budget.name == "quick" else None)
     lines = experiment.report_header("## Ablation: the multi-task toolbox (issue 7)", command=command,
                                      target="ablation", output_dir=store.root.parent, smoke=smoke,
@@ -75,33 +101,13 @@ def report(budget: Budget, store: ResultStore, seeds: list[int], command: str,
         f"x100; the average is over the {len(tasks)} tasks. Δ is arm − baseline with the same seed (mean ± std "
         "over seeds where there are several).",
         "",
-        "| arm | what is on | " + " | ".join(tasks) + " | average | Δ average | updates | reload | minutes |",
-        "|---|---|" + "---|" * (len(tasks) + 5),
+        *table_lines(budget, runs, majority or {}),
     ]
-    for arm in ablation.ARMS:
-        if arm not in runs:
-            continue
-        done = list(runs[arm].values())
-        reload = "ok" if all(run["reload_reproduces_metrics"] for run in done) else "MISMATCH"
-        minutes = sum(run["seconds"] for run in done) / len(done) / 60
-        updates = "/".join(sorted({str(run["updates"]) for run in done}))
-        cells = " | ".join(scores(arm, task) for task in tasks)
-        lines.append(f"| {arm} | {ablation.describe(arm, budget)} | {cells} | "
-                     f"{scores(arm, tasks)} | {'' if arm == 'baseline' else delta(arm, tasks)} | {updates} | "
-                     f"{reload} | {minutes:.1f} |")
-    if majority:
-        cells = [f"{majority[task] * 100:.1f}" if task in majority else "–" for task in tasks]
-        lines.append(f"| *majority class* | always the most frequent dev label (reference) | {' | '.join(cells)} "
-                     "| | | | | |")
-    lines += ["", "Per-task Δ (arm − baseline, points):", "",
-              "| arm | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    lines += [f"| {arm} | " + " | ".join(delta(arm, task) for task in tasks) + " |"
-              for arm in ablation.ARMS if arm != "baseline" and arm in runs]
-    return "\n".join([*lines, "", *reading(budget, seeds, runs, majority or {})])
+    return "\n".join([*lines, "", *reading(budget, runs, majority or {})])
 
 
-def reading(budget: Budget, seeds: list[int], runs: dict[str, dict[int, dict]],
-            majority: dict[str, float | None]) -> list[str]:
+def reading(budget: Budget, runs: dict[str, dict[int, dict]], majority: dict[str, float]) -> list[str]:
+    """How to read the table: the tasks at the floor, the seed noise, what the table can and cannot show."""
     tasks, baseline = budget.task_names(), runs.get("baseline", {})
     at_floor = [task for task in tasks if task in majority and baseline
                 and max(task_score(run, task) for run in baseline.values()) <= majority[task] + 0.02]
@@ -110,9 +116,10 @@ def reading(budget: Budget, seeds: list[int], runs: dict[str, dict[int, dict]],
               "them has mostly moved its random draws."] if at_floor else [])
     spread = [f"{task} {format_mean_std([task_score(run, task) for run in baseline.values()])}" for task in tasks]
     seeds_line = ("one seed: no spread is measured, and a Δ of a few points is not evidence for or against a "
-                  "mechanism; run `--seeds 1,2,3`" if len(seeds) == 1 else
-                  f"{len(seeds)} seeds: the baseline's own spread (mean ± std over seeds) is {', '.join(spread)}; a "
-                  "mean Δ smaller than its ± is within seed noise, and is not evidence for or against a mechanism")
+                  "mechanism; run `--seeds 1,2,3`" if len(baseline) < 2 else
+                  f"{len(baseline)} seeds of the baseline: its own spread (mean ± std over seeds) is "
+                  f"{', '.join(spread)}; a mean Δ smaller than its ± is within seed noise, and is not evidence for "
+                  "or against a mechanism")
     caps = [budget.train_caps[task] for task in tasks if task in budget.train_caps]
     size = (f"{min(caps)}{f' to {max(caps)}' if max(caps) > min(caps) else ''} training examples per task, "
             if caps else "")
@@ -120,7 +127,7 @@ def reading(budget: Budget, seeds: list[int], runs: dict[str, dict[int, dict]],
         "How to read this table honestly:",
         "",
         *floor,
-        f"- This is a quick budget ({size}{budget.epochs} epoch(s)) with {seeds_line}.",
+        f"- This is a short budget ({size}{budget.epochs} epoch(s)) with {seeds_line}.",
         "- The papers' gains (SAN, SMART, MT-DNN-KD, ERNIE 2.0) were measured with BERT-base/large, full "
         "training sets and tuned hyper-parameters; this table checks that each mechanism runs end to end on "
         "real data, saves, reloads and evaluates (the `reload` column: `mtdnn evaluate` on the saved checkpoint "

@@ -1,4 +1,4 @@
-"""What the experiment drivers (reproduce.py, transfer.py) share.
+"""What the experiment drivers (reproduce.py, transfer.py, ablation.py) share.
 
 One JSON file per finished job (so a re-run skips it), mtdnn runs that resume where they stopped, mean ± std
 over seeds, random training subsets written as task files, and the driver's own section of docs/results.md.
@@ -6,6 +6,7 @@ over seeds, random training subsets written as task files, and the driver's own 
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -37,7 +38,7 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """The training settings every run of an experiment shares (reproduce.py and transfer.py extend it)."""
+    """The training settings every run of an experiment shares (each driver extends it)."""
 
     epochs: int
     """Epochs of every training run."""
@@ -200,7 +201,7 @@ def job_pool(workers: int):
     pool.pool.shutdown(wait=True)
 
 
-def add_run_arguments(parser, target: str, quick: str) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, target: str, quick: str) -> None:
     """The options every experiment driver has: `--quick` (what it trains: `quick`), where results and the report
     go, `--report-only` and `--workers`."""
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
@@ -224,17 +225,24 @@ def run_or_load(output_dir: Path, target: str, run: Callable[[], ResultStore] | 
         sys.exit(130)
 
 
+def described(plan: Recipe) -> dict:
+    """`plan` as the JSON value its output directory's plan.json holds."""
+    return json.loads(json.dumps(dataclasses.asdict(plan), default=list))
+
+
 def claim_output_dir(output_dir: Path, plan: Recipe) -> None:
     """Record `plan` in `output_dir/plan.json`; exit if the directory holds results of a different plan.
 
     Plans compare as JSON values, so reordering the dataclass fields does not orphan stored results."""
-    described = json.loads(json.dumps(dataclasses.asdict(plan), default=list))
     plan_file = output_dir / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != described:
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != described(plan):
         sys.exit(f"{output_dir} holds results of a different plan ({plan_file}); use another --output-dir")
+    if not plan_file.is_file() and any((output_dir / "results").glob("**/*.json")):
+        sys.exit(f"{output_dir}/results holds results of an unrecorded plan (no {plan_file.name}): they cannot be "
+                 "told apart from this plan's; use another --output-dir, or move them away")
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = plan_file.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(described, indent=2))
+    staging.write_text(json.dumps(described(plan), indent=2))
     staging.replace(plan_file)  # whole or absent, never half written
 
 

@@ -215,16 +215,16 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = QUICK if args.quick else FULL
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
+    if args.compare:  # checked before any training: a mistake here should not cost the whole run
+        if not (args.compare / "plan.json").is_file() or args.compare.resolve() == output_dir.resolve():
+            parser.error(f"--compare {args.compare}: not another output directory of this script (no plan.json)")
+        if json.loads((args.compare / "plan.json").read_text()) != experiment.described(plan):
+            parser.error(f"--compare {args.compare}: its results are of a different plan than this one")
     experiment.claim_output_dir(output_dir, plan)
     workers = args.workers or experiment.default_workers()
     store = experiment.run_or_load(output_dir, "reproduce",
                                    None if args.report_only else lambda: run_all(plan, output_dir, workers))
     command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
-    if args.compare and not (args.compare / "plan.json").is_file():
-        parser.error(f"--compare {args.compare}: no plan.json there (not an output directory of this script)")
-    if args.compare and json.loads((args.compare / "plan.json").read_text()) != json.loads(
-            (output_dir / "plan.json").read_text()):
-        parser.error(f"--compare {args.compare}: its results are of a different plan than {output_dir}'s")
     print(write_report(plan, store, output_dir, args.report, command, rerun=args.compare))
     print(f"\nwrote {args.report}")
 

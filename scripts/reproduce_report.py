@@ -200,26 +200,33 @@ def training_sizes(plan: Plan) -> dict[str, tuple[int, int]]:
 
 
 def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
-    """A second run of the same plan against this one: per arm and task the two means over seeds, their difference
-    and whether it is within seed noise (at most the larger of the two standard deviations)."""
-    lines = ["| arm | task | this run | re-run | difference | within seed noise |", "|---|---|---|---|---|---|"]
+    """A second run of the same plan against this one, over the seeds both have: per arm and task the two means,
+    the re-run's minus this run's, and whether that is within seed noise (at most the larger of the two standard
+    deviations over seeds; with one seed there is no measure of noise)."""
+    lines = ["| arm | task | seeds | this run | re-run | re-run − this run | within seed noise |",
+             "|---|---|---|---|---|---|---|"]
     verdicts = []
     for arm in ARMS:
-        for task in table.get(arm, {}):
-            ours, theirs = scores(table, arm, task), scores(other, arm, task)
-            if not theirs:
+        for task, by_seed in table.get(arm, {}).items():
+            seeds = sorted(set(by_seed) & set(other.get(arm, {}).get(task, {})))
+            if not seeds:
                 continue
+            ours = [task_scores(by_seed[seed]) for seed in seeds]
+            theirs = [task_scores(other[arm][task][seed]) for seed in seeds]
             (mean, std), (mean_other, std_other) = mean_std(ours), mean_std(theirs)
-            noise = max(std or 0.0, std_other or 0.0)
-            within = abs(mean - mean_other) <= noise + 1e-9
-            verdicts.append(within)
-            lines.append(f"| {ARMS[arm].split(':')[0]} | {task} | {format_mean_std(ours)} | "
-                         f"{format_mean_std(theirs)} | {100 * (mean_other - mean):+.1f} | {'yes' if within else 'no'} |")
-    if not verdicts:
-        return [f"No result of the re-run in `{other_dir}` matches an arm and task of this run."]
-    return [f"The same plan run again from scratch (results in `{other_dir}`): {sum(verdicts)} of {len(verdicts)} "
-            "arm/task means differ by at most the larger of the two runs' standard deviations over seeds.", "",
-            *lines]
+            if std is None:
+                verdict = "one seed: no noise measured"
+            else:
+                verdicts.append(abs(mean - mean_other) <= max(std, std_other) + 1e-9)
+                verdict = "yes" if verdicts[-1] else "no"
+            lines.append(f"| {ARMS[arm].split(':')[0]} | {task} | {','.join(map(str, seeds))} | "
+                         f"{format_mean_std(ours)} | {format_mean_std(theirs)} | {100 * (mean_other - mean):+.1f} | "
+                         f"{verdict} |")
+    if len(lines) == 2:
+        return [f"No arm, task and seed of the re-run in `{other_dir}` is in this run too."]
+    return [f"The same plan run again from scratch (results in `{other_dir}`), over the seeds both runs have: "
+            f"{sum(verdicts)} of {len(verdicts)} arm/task means differ by at most the larger of the two runs' "
+            "standard deviations over seeds.", "", *lines]
 
 
 def job_hours(rows: list[dict]) -> float:

@@ -28,7 +28,8 @@ def test_every_arm_is_a_valid_config_that_differs_from_the_baseline_only_by_its_
     assert (config == baseline) == (arm in ("baseline", "distillation"))  # distill: `mtdnn distill` turns it on
     if arm == "san":
         assert [entry.get("answer_module") for entry in values["tasks"]] == ["san", "san", None, None, None]
-    assert [entry["name"] for entry in values["tasks"]][len(ablation.TASKS):] == ([ablation.RANKING_TASK] if arm == "ranking" else [])
+    names = [entry["name"] for entry in values["tasks"]]
+    assert names[len(ablation.TASKS):] == ([ablation.RANKING_TASK] if arm == "ranking" else [])
 
 
 @needs_glue("QNLI/dev.tsv")

@@ -115,6 +115,11 @@ def test_an_output_dir_accepts_its_own_plan_in_any_key_order_and_refuses_another
     experiment.claim_output_dir(tmp_path, plan)  # the same plan: accepted
     with pytest.raises(SystemExit, match="different plan"):
         experiment.claim_output_dir(tmp_path, experiment.Recipe(epochs=3))
+    older = tmp_path / "older"  # results from before plans were recorded: whose plan they were is unknown
+    experiment.ResultStore(older / "results").save({"metrics": {}}, "baseline", "seed-1")
+    with pytest.raises(SystemExit, match="unrecorded plan"):
+        experiment.claim_output_dir(older, plan)
+    assert not (older / "plan.json").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -133,14 +133,17 @@ def test_the_trainer_reference_scores_predictions_against_their_own_labels(task_
     assert pairs(seen["logits"], seen["references"]) == pairs(logits, dev.labels)
 
 
-def test_a_rerun_is_compared_arm_by_arm_against_seed_noise():
+def test_a_rerun_is_compared_arm_by_arm_over_common_seeds_against_seed_noise():
     other = report.collect(_rows({
         "single": {"rte": [0.61, 0.63, 0.65], "mrpc": [0.70, 0.70, 0.70]},  # rte within its std, mrpc 10 points off
-        "trainer": {"rte": [0.61, 0.63, 0.65]},  # a job the re-run did not finish yet: mrpc left out
+        "trainer": {"rte": [0.61]},  # a re-run still going: seed 1 of one job
     }))
     lines = report.rerun_lines(TABLE, other, "runs/again")
-    assert lines[0].startswith("The same plan run again from scratch (results in `runs/again`): 2 of 3 ")
-    rows = [line.split(" | ") for line in lines if line.startswith("| arm 1")]
-    assert [row[1:] for row in rows] == [["rte", "62.0 ± 2.0", "63.0 ± 2.0", "+1.0", "yes |"],
-                                         ["mrpc", "80.0 ± 0.0", "70.0 ± 0.0", "-10.0", "no |"],
-                                         ["rte", "63.0 ± 2.0", "63.0 ± 2.0", "+0.0", "yes |"]]
+    assert lines[0].startswith("The same plan run again from scratch (results in `runs/again`), over the seeds both "
+                               "runs have: 1 of 2 ")
+    rows = [line.split(" | ")[1:] for line in lines if line.startswith("| arm 1")]
+    assert rows == [["rte", "1,2,3", "62.0 ± 2.0", "63.0 ± 2.0", "+1.0", "yes |"],
+                    ["mrpc", "1,2,3", "80.0 ± 0.0", "70.0 ± 0.0", "-10.0", "no |"],
+                    ["rte", "1", "61.0", "61.0", "+0.0", "one seed: no noise measured |"]]
+    assert report.rerun_lines(TABLE, report.collect([]), "x") == ["No arm, task and seed of the re-run in `x` is in "
+                                                                  "this run too."]
