@@ -60,6 +60,7 @@ class Budget(experiment.Recipe):
     """QNLI has no training set here: the ranking arm trains on this many of its dev questions (seed 0)."""
 
     def task_names(self) -> list[str]:
+        """The tasks' names, in the budget's order."""
         return [task_name(entry) for entry in self.tasks]
 
 
@@ -112,6 +113,7 @@ def continual_stages(budget: Budget) -> list[list[str]]:
 
 
 def describe(arm: str, budget: Budget) -> str:
+    """What the arm switches on, in words, with the budget's task names."""
     return ARMS[arm].format(pairs=", ".join(pair_tasks(budget)) or "none", main=budget.task_names()[0],
                             stages=" → ".join(("+" if i else "") + stage[0]
                                               for i, stage in enumerate(continual_stages(budget))),
