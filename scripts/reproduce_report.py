@@ -205,7 +205,7 @@ def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
     deviations over seeds; with one seed there is no measure of noise)."""
     lines = ["| arm | task | seeds | this run | re-run | re-run − this run | within seed noise |",
              "|---|---|---|---|---|---|---|"]
-    verdicts = []
+    verdicts, identical = [], []
     for arm in ARMS:
         for task, by_seed in table.get(arm, {}).items():
             seeds = sorted(set(by_seed) & set(other.get(arm, {}).get(task, {})))
@@ -214,6 +214,7 @@ def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
             ours = [task_scores(by_seed[seed]) for seed in seeds]
             theirs = [task_scores(other[arm][task][seed]) for seed in seeds]
             (mean, std), (mean_other, std_other) = mean_std(ours), mean_std(theirs)
+            identical.append(ours == theirs)
             if std is None:
                 verdict = "one seed: no noise measured"
             else:
@@ -226,7 +227,8 @@ def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
         return [f"No arm, task and seed of the re-run in `{other_dir}` is in this run too."]
     return [f"The same plan run again from scratch (results in `{other_dir}`), over the seeds both runs have: "
             f"{sum(verdicts)} of {len(verdicts)} arm/task means differ by at most the larger of the two runs' "
-            "standard deviations over seeds.", "", *lines]
+            f"standard deviations over seeds, and {sum(identical)} of {len(identical)} arm/task results are identical "
+            "seed for seed.", "", *lines]
 
 
 def job_hours(rows: list[dict]) -> float:

@@ -141,6 +141,7 @@ def test_a_rerun_is_compared_arm_by_arm_over_common_seeds_against_seed_noise():
     lines = report.rerun_lines(TABLE, other, "runs/again")
     assert lines[0].startswith("The same plan run again from scratch (results in `runs/again`), over the seeds both "
                                "runs have: 1 of 2 ")
+    assert lines[0].endswith("over seeds, and 1 of 3 arm/task results are identical seed for seed.")
     rows = [line.split(" | ")[1:] for line in lines if line.startswith("| arm 1")]
     assert rows == [["rte", "1,2,3", "62.0 ± 2.0", "63.0 ± 2.0", "+1.0", "yes |"],
                     ["mrpc", "1,2,3", "80.0 ± 0.0", "70.0 ± 0.0", "-10.0", "no |"],
