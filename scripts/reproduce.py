@@ -216,8 +216,10 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     if args.compare:  # checked before any training: a mistake here should not cost the whole run
-        if not (args.compare / "plan.json").is_file() or args.compare.resolve() == output_dir.resolve():
-            parser.error(f"--compare {args.compare}: not another output directory of this script (no plan.json)")
+        if args.compare.resolve() == output_dir.resolve():
+            parser.error(f"--compare {args.compare}: that is this run's own output directory; give the re-run's")
+        if not (args.compare / "plan.json").is_file():
+            parser.error(f"--compare {args.compare}: no plan.json there (not an output directory of this script)")
         if json.loads((args.compare / "plan.json").read_text()) != experiment.described(plan):
             parser.error(f"--compare {args.compare}: its results are of a different plan than this one")
     experiment.claim_output_dir(output_dir, plan)

@@ -307,9 +307,9 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
         "",
         f"![dev score per task and arm]({relative(metrics_png)})",
         "",
-        *(["### A re-run", "", *rerun_lines(table, collect(ResultStore(rerun / "results").rows()), rerun), ""]
-          if rerun else []),
         f"![stage 2 learning curves, seed {plan.seeds[0]}]({relative(curves_png)})",
+        *(["", "### A re-run", "", *rerun_lines(table, collect(ResultStore(rerun / "results").rows()), rerun)]
+          if rerun else []),
     ]
     body = "\n".join(text)
     experiment.write_section(report, "reproduce", body)

@@ -58,8 +58,8 @@ class Plan(experiment.Recipe):
 # Budget: stage 2 ≈ 0.53M real tokens per epoch (SST-2 capped); fine-tuning on RTE ≈ 0.17M tokens per epoch at
 # 100% (x3 samples x2 encoders), a tenth of that at 10%. Measured here with two single-threaded workers: stage 2
 # ~1 update/s (~24 min for its 1,416), the pre-trained encoder's 0.1-10% points ~1 min each and a 100% point
-# ~8 min beside it; the MT-DNN encoder's curve after stage 2 brings the whole run to ~45 min (an estimate; the
-# first full run was cut short by the end of its session).
+# ~8 min beside it; the MT-DNN encoder's 100% points ~7-10 min each. The first full run was done in two parts: the
+# second (the last 500 stage-2 updates and 14 of the 24 jobs) took 34 min, so ~45 min in all is the estimate.
 FULL = Plan(name="full")
 QUICK = Plan(name="quick", fractions=(0.001, 0.01, 0.05), samples=2, epochs=1,
              source_caps={task: 64 for task in TASKS}, max_eval_samples=128)
