@@ -89,6 +89,16 @@ def test_killed_run_resumes_to_identical_weights_and_metrics(config_path, uninte
     assert _rows(output_dir) == _rows(uninterrupted)
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(config_path, uninterrupted, tmp_path):
+    output_dir = tmp_path / "run"  # killed at step 2, checkpoints every 3: metrics rows but nothing to resume from
+    child = subprocess.run([sys.executable, "-c", KILLER, "after_log", "2", "train", str(config_path),
+                            "--set", f"output_dir={output_dir}"], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert (output_dir / "metrics.jsonl").exists() and not (output_dir / "checkpoints").exists()
+    assert main(["train", str(config_path), "--set", f"output_dir={output_dir}", "--resume"]) == 0
+    assert _rows(output_dir) == _rows(uninterrupted)  # the dead run's rows are not kept twice
+
+
 def test_sigterm_at_the_last_step_lets_the_run_finish(config_path, uninterrupted, tmp_path):
     output_dir = tmp_path / "run"
     child = subprocess.run([sys.executable, "-c", KILLER, "sigterm_at_step", "32", "train", str(config_path),
