@@ -132,11 +132,37 @@ def reading(budget: Budget, runs: dict[str, dict[int, dict]], majority: dict[str
         "training sets and tuned hyper-parameters; this table checks that each mechanism runs end to end on "
         "real data, saves, reloads and evaluates (the `reload` column: `mtdnn evaluate` on the saved checkpoint "
         f"reproduces the logged {tasks[0]} metrics), and shows its cost (`minutes`, `updates`).",
+        *consistent_lines(runs, baseline, tasks, at_floor),
         "- `main_task` trains fewer updates (the other tasks' batches are capped; see `updates`); `continual` "
         "spreads each task's batches over its stages; the other sampling arms change the task mix, not the number "
         "of steps.",
         *ranking_lines(runs.get("ranking", {})),
     ]
+
+
+def consistent(runs: dict[int, dict], baseline: dict[int, dict], task: str) -> float | None:
+    """The arm's mean Δ on a task where it is a screening-level effect: the same sign on every seed (at least two),
+    at least 1 point, and at least twice its std over seeds; otherwise None."""
+    deltas = [task_score(run, task) - task_score(baseline[seed], task) for seed, run in runs.items() if seed in baseline]
+    mean, std = mean_std(deltas)
+    if std is None or abs(mean) < 0.01 or abs(mean) < 2 * std or not (all(d > 0 for d in deltas)
+                                                                       or all(d < 0 for d in deltas)):
+        return None
+    return mean
+
+
+def consistent_lines(runs: dict[str, dict[int, dict]], baseline: dict[int, dict], tasks: list[str],
+                     at_floor: list[str]) -> list[str]:
+    """The Δs that hold on every seed, named; everything else is left to the seed noise."""
+    found = [f"{arm} on {task} {mean * 100:+.1f}" + (" (a task at the majority-class level)" if task in at_floor
+                                                      else "")
+             for arm in ablation.ARMS if arm != "baseline" and arm in runs
+             for task in tasks if (mean := consistent(runs[arm], baseline, task)) is not None]
+    if len(baseline) < 2:
+        return []
+    return ["- Paired by seed, the Δs with the same sign on every seed, at least 1 point and at least twice their "
+            "std: " + ("; ".join(found) if found else "none") + ". With so few seeds this is a screen, not a "
+            "significance test; every other Δ is within seed noise."]
 
 
 def ranking_lines(runs: dict[int, dict]) -> list[str]:

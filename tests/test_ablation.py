@@ -57,6 +57,20 @@ def test_report_pairs_deltas_by_seed(tmp_path):
     assert smart[8] == "+2.0 ± 1.4"  # the 5-task average: rte deltas +5 and +15 (paired by seed), over 5 tasks
     assert per_task[2] == "+10.0 ± 7.1" and per_task[1] == "+0.0 ± 0.0"
     assert "not run here" in text  # no ranking arm among the results
+    assert "at least twice their std: none." in text  # rte +5, +15: the same sign, but 10 < 2 x 7.1
+
+
+def test_consistent_deltas_need_the_same_sign_on_every_seed_and_twice_their_std():
+    def runs(*rte):
+        return {seed: {"metrics": {"rte": {"accuracy": value}}} for seed, value in enumerate(rte, 1)}
+
+    baseline = runs(0.50, 0.50, 0.50)
+    assert ablation_report.consistent(runs(0.53, 0.52, 0.54), baseline, "rte") == pytest.approx(0.03)
+    assert ablation_report.consistent(runs(0.45, 0.47, 0.46), baseline, "rte") == pytest.approx(-0.04)
+    assert ablation_report.consistent(runs(0.56, 0.49, 0.57), baseline, "rte") is None  # one seed the other way
+    assert ablation_report.consistent(runs(0.51, 0.60, 0.51), baseline, "rte") is None  # mean 4 < 2 x std 5.2
+    assert ablation_report.consistent(runs(0.505, 0.505, 0.506), baseline, "rte") is None  # under 1 point
+    assert ablation_report.consistent(runs(0.60), baseline, "rte") is None  # one seed: no std
 
 
 def test_report_gives_the_ranking_arms_own_task_against_chance(tmp_path):
