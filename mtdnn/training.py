@@ -122,9 +122,7 @@ def apply_gradients(accelerator, model, optimizer, loss, max_grad_norm: float) -
     optimizer.zero_grad()
 
 
-def prepare_run_dir(config: Config, overwrite: bool, resume: bool, resuming: bool) -> Path:
-    """`resume` is what the user asked for; `resuming`, whether there is a checkpoint to continue from (a run
-    stopped before its first save has none: `--resume` then starts it again, dropping its metrics rows)."""
+def prepare_run_dir(config: Config, overwrite: bool, resume: bool) -> Path:
     output_dir = Path(config.output_dir)
     if (output_dir / "metrics.jsonl").exists() and not (overwrite or resume):
         raise MTDNNError(
@@ -132,7 +130,7 @@ def prepare_run_dir(config: Config, overwrite: bool, resume: bool, resuming: boo
             "pass --resume to continue it, or --overwrite to replace it."
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
+    if not resume:
         (output_dir / "metrics.jsonl").unlink(missing_ok=True)
     save_config(config, output_dir / "config.yaml")
     return output_dir
@@ -149,8 +147,8 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     resume_from = step_checkpoints(output_dir)[-1] if resume and step_checkpoints(output_dir) else None
     if resume and resume_from is None:
         logger.info("no checkpoint in %s to resume from; starting afresh", output_dir)
-    if accelerator.is_main_process:
-        prepare_run_dir(config, overwrite, resume, resume_from is not None)
+    if accelerator.is_main_process:  # --resume without a checkpoint yet (stopped before the first save) starts again
+        prepare_run_dir(config, overwrite or resume, resume_from is not None)
     set_seed(settings.seed)
     tasks = resolve_tasks(config.tasks)
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path)

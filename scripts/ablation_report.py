@@ -145,21 +145,19 @@ def consistent(runs: dict[int, dict], baseline: dict[int, dict], task: str) -> f
     at least 1 point, and at least twice its std over seeds; otherwise None."""
     deltas = [task_score(run, task) - task_score(baseline[seed], task) for seed, run in runs.items() if seed in baseline]
     mean, std = mean_std(deltas)
-    if std is None or abs(mean) < 0.01 or abs(mean) < 2 * std or not (all(d > 0 for d in deltas)
-                                                                       or all(d < 0 for d in deltas)):
-        return None
-    return mean
+    same_sign = all(d > 0 for d in deltas) or all(d < 0 for d in deltas)
+    return mean if std is not None and same_sign and abs(mean) >= max(0.01, 2 * std) else None
 
 
 def consistent_lines(runs: dict[str, dict[int, dict]], baseline: dict[int, dict], tasks: list[str],
                      at_floor: list[str]) -> list[str]:
     """The Δs that hold on every seed, named; everything else is left to the seed noise."""
+    if len(baseline) < 2:
+        return []
     found = [f"{arm} on {task} {mean * 100:+.1f}" + (" (a task at the majority-class level)" if task in at_floor
                                                       else "")
              for arm in ablation.ARMS if arm != "baseline" and arm in runs
              for task in tasks if (mean := consistent(runs[arm], baseline, task)) is not None]
-    if len(baseline) < 2:
-        return []
     return ["- Paired by seed, the Δs with the same sign on every seed, at least 1 point and at least twice their "
             "std: " + ("; ".join(found) if found else "none") + ". With so few seeds this is a screen, not a "
             "significance test; every other Δ is within seed noise."]
