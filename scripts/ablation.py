@@ -10,7 +10,7 @@ resumes an interrupted one; independent arms run side by side (`--workers`), the
 teachers have finished. Writes its own section of docs/results.md (between `<!-- ablation:begin -->` and
 `<!-- ablation:end -->`).
 
-    python scripts/ablation.py                   # the reproduction's seeds 1, 2, 3 (129.5 min measured on 2 CPU cores)
+    python scripts/ablation.py                   # the reproduction's seeds 1, 2, 3 (~2.3 h on 2 CPU cores, measured)
     python scripts/ablation.py --seeds 1         # one seed, a third of the time
     python scripts/ablation.py --arms baseline,smart
     python scripts/ablation.py --quick           # a smoke run (a few minutes): 64 examples per task
@@ -67,8 +67,8 @@ class Budget(experiment.Recipe):
 # Budget, measured here (2-core EPYC): the five capped tasks are 6,200 examples, 389 updates of 16 at lr 1e-4; with
 # a second job beside it (3 processes on 2 cores) the baseline trained in ~7 minutes and reached mrpc 72.1/82.8,
 # stsb 74.1/74.9, sst2 77.8, while cola stayed at MCC 0 and rte at 47.3. Twelve arms x 3 seeds took
-# 129.5 minutes as two single-threaded jobs side by side (measured; per job the baseline 5.3 min, SMART 10.4, soft
-# sharing 19.8, the docs/results.md table's `minutes`). Budgets tried first, on rte 600, mrpc 900, stsb 1200, cola
+# ~2.3 h as two single-threaded jobs side by side (measured: 129.5 min for 34 of the 36 jobs, ~7 min for the other
+# two; per job the baseline 5.3 min, SMART 10.4, soft sharing 19.8, the docs/results.md table's `minutes`). Budgets tried first, on rte 600, mrpc 900, stsb 1200, cola
 # 1600 for 270 updates of 16 (lr 1e-4: stsb 0.43, the rest at the majority class; lr 2e-4: stsb 0.23), and the
 # first table's 95 updates of 32, left the baseline at the majority class on three of four tasks: no column could
 # show a mechanism's effect.
