@@ -160,7 +160,7 @@ class OptimizationSettings:
     weight_decay: float = 0.01
     """Decoupled weight decay, not applied to biases and LayerNorm weights."""
     optimizer: Literal["adamw", "adamax"] = "adamw"
-    """`adamw`, or `adamax` as in the MT-DNN paper."""
+    """`adamw`, or `adamax` as in the MT-DNN paper; both decay the weights decoupled from the gradient."""
     warmup_ratio: float = 0.1
     """Fraction of updates spent warming the learning rate up linearly from 0."""
     max_grad_norm: float = 1.0

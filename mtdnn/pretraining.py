@@ -29,10 +29,11 @@ from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_w
 from mtdnn.config import save_config
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.mlm_data import MaskedText, read_text, tokenize_text
+from mtdnn.optimization import build_optimizer
 from mtdnn.pretrain_config import PretrainConfig
 from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
 from mtdnn.sampling import task_batches
-from mtdnn.training import SignalCatcher, apply_gradients, build_optimizer, whole_windows
+from mtdnn.training import SignalCatcher, apply_gradients, whole_windows
 
 logger = logging.getLogger(__name__)
 

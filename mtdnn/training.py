@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtdnn.checkpoint import (load_training_state, publish, restore_rng, save_checkpoint, step_checkpoints)
-from mtdnn.config import Config, TrainSettings, save_config
+from mtdnn.config import Config, save_config
 from mtdnn.data import TaskData, load_task_data
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
 from mtdnn.metrics import task_score
 from mtdnn.model import MTDNNModel
 from mtdnn.objective import Objective
+from mtdnn.optimization import build_optimizer
 from mtdnn.pretrained import load_tokenizer
 from mtdnn.sampling import build_schedule
 from mtdnn.sharing import resolve_groups
@@ -44,18 +45,6 @@ class Position:
     batch_in_epoch: int = 0  # batches of this epoch already consumed
     step: int = 0  # optimizer updates so far
     best_score: float = -math.inf
-
-
-def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW (fused) or Adamax; no weight decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if settings.optimizer == "adamax":
-        return torch.optim.Adamax(groups, lr=settings.learning_rate)
-    return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=True)
 
 
 class RunLog:
