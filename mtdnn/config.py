@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,9 @@ from typing import Any, Literal
 import yaml
 
 from mtdnn.errors import MTDNNError
+from mtdnn.tasks import GLUE_TASKS
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -71,12 +75,17 @@ class DataSettings:
         return self.max_train_samples
 
     def check_train_caps(self, tasks) -> None:
-        """A per-task cap must name a task of the run (a typo would otherwise silently train on everything)."""
+        """A per-task cap must name a known task: one of the run's, or a GLUE task, which is ignored when the run
+        leaves it out (narrowing a config's `tasks` keeps its caps valid); a typo would silently train on everything."""
         if isinstance(self.max_train_samples, dict):
-            unknown = sorted(set(self.max_train_samples) - set(tasks))
+            unknown = sorted(set(self.max_train_samples) - set(tasks) - set(GLUE_TASKS))
             if unknown:
-                raise MTDNNError(f"config key `data.max_train_samples.{unknown[0]}` names no task of this run; "
-                                 f"the tasks are {', '.join(tasks)}.")
+                raise MTDNNError(f"config key `data.max_train_samples.{unknown[0]}` names no task of this run nor a "
+                                 f"GLUE task; the tasks are {', '.join(tasks)}.")
+            unused = sorted(set(self.max_train_samples) - set(tasks))
+            if unused:
+                logger.info("data.max_train_samples: ignoring the caps of %s, not a task of this run",
+                            ", ".join(unused))
 
 
 SAMPLING_STRATEGIES = ("proportional", "uniform", "temperature", "annealed_temperature", "main_task_ratio",

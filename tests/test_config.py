@@ -1,9 +1,13 @@
 """Config loading: defaults, overrides, and errors that name the key."""
 
+from pathlib import Path
+
 import pytest
 
 from mtdnn.config import load_config
 from mtdnn.errors import MTDNNError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_yaml_and_overrides(tmp_path):
@@ -45,9 +49,18 @@ def test_per_task_training_caps(tmp_path):
     config = load_config(None, ["tasks=[cola,rte]", "data.max_train_samples={cola: 300}"])
     assert config.data.train_cap("cola") == 300 and config.data.train_cap("rte") is None
     config.data.check_train_caps(["cola", "rte"])
-    with pytest.raises(MTDNNError, match="`data.max_train_samples.sst2` names no task of this run"):
-        load_config(None, ["data.max_train_samples={sst2: 5}"]).data.check_train_caps(["cola", "rte"])
+    with pytest.raises(MTDNNError, match="`data.max_train_samples.stt2` names no task of this run nor a GLUE task"):
+        load_config(None, ["data.max_train_samples={stt2: 5}"]).data.check_train_caps(["cola", "rte"])
     assert load_config(None, ["data.max_train_samples=7"]).data.train_cap("rte") == 7
     path = tmp_path / "c.yaml"
     path.write_text("data: {max_train_samples: null}\n")  # a saved config.yaml has the key, as null
     assert load_config(path, ["data.max_train_samples.cola=300"]).data.max_train_samples == {"cola": 300}
+
+
+def test_a_cap_for_a_glue_task_left_out_of_the_run_is_ignored(caplog):
+    """Narrowing the quickstart's tasks (`--set "tasks=[rte]"`) keeps its caps for the tasks left out valid."""
+    config = load_config(REPO / "configs" / "quickstart.yaml", ["tasks=[rte]"])
+    with caplog.at_level("INFO", logger="mtdnn.config"):
+        config.data.check_train_caps(["rte"])
+    assert "ignoring the caps of" in caplog.text and "mrpc" in caplog.text
+    assert config.data.train_cap("rte") is None
