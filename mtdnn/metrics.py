@@ -94,3 +94,12 @@ def compute_metrics(metric_names, task_type: str, predictions, references) -> di
 def task_score(metrics: dict[str, float]) -> float:
     """One number per task: the mean of its metrics (GLUE averages F1/accuracy and Pearson/Spearman)."""
     return float(np.mean(list(metrics.values())))
+
+
+def run_score(results: dict[str, dict[str, float]], head_of: dict[str, str]) -> float:
+    """The dev score that chooses `best/`: the mean over tasks of each task's score, where the tasks that one head
+    predicts (`mnli` and `mnli_mismatched`: GLUE's MNLI) count as one task, the mean of their scores."""
+    by_head: dict[str, list[float]] = {}
+    for name, metrics in results.items():
+        by_head.setdefault(head_of.get(name, name), []).append(task_score(metrics))
+    return float(np.mean([np.mean(scores) for scores in by_head.values()])) if by_head else 0.0

@@ -24,7 +24,7 @@ from mtdnn.config import Config, save_config
 from mtdnn.data import TaskData, load_task_data
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
-from mtdnn.metrics import task_score
+from mtdnn.metrics import run_score
 from mtdnn.model import MTDNNModel
 from mtdnn.objective import Objective
 from mtdnn.optimization import build_optimizer
@@ -188,7 +188,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
             results = {name: evaluate_task(evaluated, data, settings.eval_batch_size, accelerator.device,
                                            accelerator.process_index, accelerator.num_processes)
                        for name, data in dev_data.items()}
-            score = sum(task_score(m) for m in results.values()) / max(1, len(results))
+            score = run_score(results, {name: task.head_name for name, task in tasks.items()})
             log.write({"type": "eval", "split": "dev", "epoch": at.epoch, "step": at.step, "metrics": results,
                        "score": score})
             logger.info("step %d dev: %s", at.step, json.dumps(results))
