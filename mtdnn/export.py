@@ -3,7 +3,8 @@
 The encoder's weights go under the classification model's base-model prefix and the task head's output
 layer becomes its classifier. Two head layouts match mtdnn's (pooled [CLS], dropout, linear):
 BERT's `classifier` on the pooler output, and RoBERTa's `classifier.dense` + `classifier.out_proj`, whose
-dense+tanh is the encoder's pooler. The exported model is checked to give mtdnn's logits before it is written.
+dense+tanh is the encoder's pooler. A ranking head becomes one output: the relevance score of a (query, candidate)
+pair. The exported model is checked to give mtdnn's logits before it is written.
 """
 
 from __future__ import annotations
@@ -83,10 +84,14 @@ def classifier_state(model: MTDNNModel, task: TaskSpec, target_keys: set[str], p
 def max_logit_difference(model: MTDNNModel, exported, tokenizer, task: TaskSpec) -> float:
     """Largest absolute difference of the two models' logits on a probe input (both in eval mode)."""
     pair = len(task.text_columns) == 2
-    inputs = tokenizer(PROBE[0], PROBE[1] if pair else None, return_tensors="pt")
+    inputs = tokenizer(PROBE[0], PROBE[1] if pair else None, return_tensors="pt")  # (1, seq)
     model.eval()
     exported.eval()
-    ours = model(task.head_name, **inputs).logits  # (1, num_labels)
+    if task.type == "ranking":  # mtdnn scores groups of candidates: the probe pair is a group of one
+        group = {name: tensor.unsqueeze(1) for name, tensor in inputs.items()}  # (1, 1, seq)
+        ours = model(task.head_name, **group, candidate_mask=torch.ones(1, 1, dtype=torch.bool)).logits  # (1, 1)
+    else:
+        ours = model(task.head_name, **inputs).logits  # (1, num_labels)
     theirs = exported(**inputs).logits
     return float((ours - theirs).abs().max())
 

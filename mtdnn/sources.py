@@ -33,6 +33,21 @@ def glue_dir_from(configured: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def glue_file(task: TaskSpec, split: str, glue_dir: Path | None) -> Path | None:
+    """The split's file in `glue_dir`: the first of the task's GLUE paths that exists (AX: `AX/test.tsv`, then the
+    classic `diagnostic/diagnostic.tsv`); None where there is none."""
+    if task.glue is None or glue_dir is None:
+        return None
+    return next((glue_dir / name for name in task.glue.candidates(split) if (glue_dir / name).is_file()), None)
+
+
+def _glue_places(task: TaskSpec, split: str, glue_dir: Path | None) -> str:
+    """Where the split's GLUE file was looked for, for error messages."""
+    if glue_dir is None or task.glue is None:
+        return "no GLUE directory (set `data.glue_dir` or $GLUE_DIR)"
+    return " or ".join(str(glue_dir / name) for name in task.glue.candidates(split)) + " (not found)"
+
+
 def encode_label(raw, task: TaskSpec, where: str):
     """Map a raw label (name, id, or number) to the id the hub version uses; None for unlabeled.
     Multi-label: a list of names (or ids), or names joined by the task's delimiter, to a multi-hot list."""
@@ -180,6 +195,7 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
     """Columns (`idx`, `text_a`, [`text_b`], [`label`]) of one split of one task."""
     if split not in task.splits and not (task.data_files and split in task.data_files):
         raise MTDNNError(f"task `{task.name}` has no `{split}` split; it has {', '.join(task.splits)}.")
+    glue_path = glue_file(task, split, glue_dir)
     if task.data_files:
         if split not in task.data_files:
             raise MTDNNError(f"task `{task.name}`: no file for split `{split}` in `data_files`.")
@@ -189,29 +205,24 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
             records = expand_candidate_lists(records, task, str(path))
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
                                       str(path))
-    elif task.glue is not None and glue_dir is not None and (glue_dir / task.glue.files[split]).is_file():
-        path = glue_dir / task.glue.files[split]
-        records = read_glue_tsv(path, task.glue)
+    elif glue_path is not None:
+        records = read_glue_tsv(glue_path, task.glue)
         columns = _records_to_columns(records, task, task.glue.text_columns, task.glue.label_column,
-                                      task.glue.index_column, str(path))
+                                      task.glue.index_column, str(glue_path))
     elif task.hub_dataset:
         try:
             records = _load_hub(task, split)
         except ConnectionError as error:
-            tried = (f"{glue_dir / task.glue.files[split]} (not found)" if glue_dir and task.glue
-                     else "no GLUE directory (set `data.glue_dir` or $GLUE_DIR)")
             raise MTDNNError(
-                f"cannot load the `{split}` split of task `{task.name}`: tried {tried}, then the Hugging Face hub "
-                f"dataset {task.hub_dataset}/{task.hub_config}, which failed ({error}). Point `data.glue_dir` "
-                "at a `download_glue_data.py` directory or connect to the hub."
+                f"cannot load the `{split}` split of task `{task.name}`: tried {_glue_places(task, split, glue_dir)}, "
+                f"then the Hugging Face hub dataset {task.hub_dataset}/{task.hub_config}, which failed ({error}). "
+                "Point `data.glue_dir` at a `download_glue_data.py` directory or connect to the hub."
             ) from None
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
                                       f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]")
     elif task.glue is not None and split in task.glue.files:
-        where = (glue_dir / task.glue.files[split] if glue_dir
-                 else "no GLUE directory (set `data.glue_dir` or $GLUE_DIR)")
-        raise MTDNNError(f"cannot load the `{split}` split of task `{task.name}`: it is read from the GLUE files only, "
-                         f"and {where} is not there.")
+        raise MTDNNError(f"cannot load the `{split}` split of task `{task.name}`: it is read from the GLUE files only: "
+                         f"{_glue_places(task, split, glue_dir)}.")
     else:
         raise MTDNNError(f"task `{task.name}` has no data source: give `data_files` or `hub_dataset`.")
     if task.type == "ranking":

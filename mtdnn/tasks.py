@@ -40,6 +40,12 @@ class GlueFiles:
     """Header name of the example id column (test files); rows are numbered where absent."""
     headerless_columns: tuple[str, ...] = ()
     """Column names for files without a header line (CoLA train/dev)."""
+    fallback_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """split -> other paths of the same file, tried in order where `files[split]` is absent."""
+
+    def candidates(self, split: str) -> tuple[str, ...]:
+        """The split's paths relative to the GLUE directory, in the order they are looked for."""
+        return (self.files[split], *self.fallback_files.get(split, ())) if split in self.files else ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class TaskSpec:
             glue = dict(values["glue"])
             for key in ("text_columns", "headerless_columns"):
                 glue[key] = tuple(glue.get(key, ()))
+            fallbacks = glue.get("fallback_files") or {}
+            glue["fallback_files"] = {split: tuple(paths) for split, paths in fallbacks.items()}
             values["glue"] = GlueFiles(**glue)
         hints = typing.get_type_hints(cls)
         for key in ("dropout",):
@@ -190,7 +198,8 @@ def _glue(name: str, type: str, text: tuple[str, ...], labels: tuple[str, ...] |
     splits = extra.pop("splits", {"train": "train", "dev": "validation", "test": "test"})
     files = extra.pop("files", {split: f"{tsv_dir}/{split}.tsv" for split in splits})
     glue = GlueFiles(files=files, text_columns=tsv_text, label_column=tsv_label,
-                     index_column=extra.pop("tsv_index", "index"), headerless_columns=extra.pop("headerless", ()))
+                     index_column=extra.pop("tsv_index", "index"), headerless_columns=extra.pop("headerless", ()),
+                     fallback_files=extra.pop("fallback_files", {}))
     return TaskSpec(name=name, type=type, text_columns=text, label_names=labels, metrics=metrics, splits=splits,
                     hub_dataset="nyu-mll/glue", hub_config=extra.pop("hub_config", name), glue=glue,
                     submission_file=submission, **extra)
@@ -228,7 +237,8 @@ GLUE_TASKS: dict[str, TaskSpec] = {
         _glue("wnli", _PAIR, ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",),
               "WNLI", ("sentence1", "sentence2"), "label", "WNLI.tsv"),
         _glue("ax", _PAIR, ("premise", "hypothesis"), _NLI, ("matthews_correlation",), "AX",
-              ("sentence1", "sentence2"), None, "AX.tsv", head="mnli", splits={"test": "test"}),
+              ("sentence1", "sentence2"), None, "AX.tsv", head="mnli", splits={"test": "test"},
+              fallback_files={"test": ("diagnostic/diagnostic.tsv",)}),  # where download_glue_data.py puts it
     )
 }
 # QNLI as the paper's ranking task (section 4.2): the GLUE v2 rows grouped by question; only questions with exactly

@@ -15,7 +15,7 @@ from mtdnn.export import export_task
 from mtdnn.inference import Predictor
 from mtdnn.model import MTDNNModel
 from mtdnn.pretrained import load_tokenizer
-from mtdnn.tasks import TaskSpec
+from mtdnn.tasks import GLUE_TASKS, TaskSpec
 
 SENTENCES = ["a good movie", "the plot was very dull and the film was not fun", "great"]
 PAIRS = [("the dog", "the cat is fun"), ("a man and a dog", "the man"), ("bad", "good")]
@@ -111,3 +111,32 @@ def test_san_head_is_a_clear_error(tiny_model_dir, tmp_path):
     model = MTDNNModel(BertModel(tiny_bert_config()), {"nli": task})
     with pytest.raises(MTDNNError, match="its head is a SANHead"):
         export_task(model, load_tokenizer(str(tiny_model_dir)), task, tmp_path / "san")
+
+
+def test_ranking_head_exports_its_relevance_score(tiny_checkpoint, tmp_path):
+    """A ranking head scores one (query, candidate) pair at a time: the exported one-output model's logit is
+    mtdnn's relevance score for the pair (the Predictor scores each pair as a group of one)."""
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "rank"), "--task", "rank"]) == 0
+    config = AutoConfig.from_pretrained(tmp_path / "rank")
+    assert (config.num_labels, config.problem_type, config.id2label) == (1, "regression", {0: "rank"})
+    predictor = Predictor.from_pretrained(tiny_checkpoint, device="cpu")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rank").eval()
+    with torch.inference_mode():
+        logits = model(**_batch(predictor.tokenizer, PAIRS)).logits  # (pairs, 1)
+    torch.testing.assert_close(logits, torch.from_numpy(predictor.logits("rank", PAIRS)), atol=1e-5, rtol=1e-5)
+    assert logits[:, 0].unique().numel() == len(PAIRS)  # the pairs get their own scores, not one constant
+
+
+def test_qnli_ranking_scores_each_candidate_of_a_group(tiny_model_dir, tmp_path):
+    """The GLUE `qnli_ranking` row: each candidate's score in a padded group is the exported model's logit."""
+    task = GLUE_TASKS["qnli_ranking"]
+    torch.manual_seed(0)
+    model = MTDNNModel(BertModel(tiny_bert_config()), {task.name: task}).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    assert export_task(model, tokenizer, task, tmp_path / "qnli") < 1e-5
+    exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "qnli").eval()
+    assert exported.config.id2label == {0: "qnli_ranking"}
+    pairs = _batch(tokenizer, PAIRS)  # one query's candidates, padded to a common length: (candidates, seq)
+    with torch.inference_mode():
+        group = model(task.name, **{name: tensor.unsqueeze(0) for name, tensor in pairs.items()}).logits  # (1, 3)
+        torch.testing.assert_close(exported(**pairs).logits.T, group, atol=1e-5, rtol=1e-5)

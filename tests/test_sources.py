@@ -1,5 +1,7 @@
 """Reading GLUE TSVs exactly, own task files, labels and ranking groups."""
 
+import json
+
 import pytest
 
 from conftest import GLUE_DIR, needs_glue
@@ -119,3 +121,31 @@ def test_own_task_from_yaml_mapping_and_overrides_of_glue_rows():
         resolve_tasks([{"name": "x", "type": "regression", "text_columns": ["a", "b"], "labels": []}])
     with pytest.raises(MTDNNError, match="unknown type 'pair'"):
         resolve_tasks([{"name": "x", "type": "pair", "text_columns": ["a", "b"]}])
+
+
+def _diagnostic(directory, rows: int = 3):
+    """AX as the classic `download_glue_data.py` writes it: `diagnostic/diagnostic.tsv`, no final newline."""
+    (directory / "diagnostic").mkdir(parents=True)
+    lines = ["index\tsentence1\tsentence2"] + [f"{i}\tthe dog {i}\tthe cat {i}" for i in range(rows)]
+    (directory / "diagnostic" / "diagnostic.tsv").write_text("\n".join(lines))
+    return directory
+
+
+def test_ax_is_read_from_the_classic_diagnostic_layout(tmp_path):
+    ax = load_split(GLUE_TASKS["ax"], "test", _diagnostic(tmp_path))
+    assert ax["idx"] == [0, 1, 2] and ax["text_b"][2] == "the cat 2" and "label" not in ax
+    (tmp_path / "AX").mkdir()
+    (tmp_path / "AX" / "test.tsv").write_text("index\tsentence1\tsentence2\n7\ta\tb\n")
+    assert load_split(GLUE_TASKS["ax"], "test", tmp_path)["idx"] == [7]  # AX/test.tsv first, where both exist
+
+
+def test_missing_ax_names_every_layout_tried(tmp_path):
+    with pytest.raises(MTDNNError, match=r"(?s)AX/test.tsv.*diagnostic/diagnostic.tsv.*hub"):
+        load_split(GLUE_TASKS["ax"], "test", tmp_path)
+
+
+def test_fallback_paths_survive_a_task_table_round_trip():
+    """Checkpoints store the task table as JSON: the tuples of fallback paths come back as they were."""
+    ax = GLUE_TASKS["ax"]
+    assert TaskSpec.from_dict(json.loads(json.dumps(ax.to_dict()))) == ax
+    assert ax.glue.candidates("test") == ("AX/test.tsv", "diagnostic/diagnostic.tsv")

@@ -111,3 +111,31 @@ def test_submission_needs_the_test_split(glue_checkpoint, tmp_path, capsys):
     assert main(["predict", str(glue_checkpoint), "--split", "dev", "--glue-submission",
                  "--output-dir", str(tmp_path)]) == 2
     assert "use it with --split test" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def diagnostic_glue_dir(tmp_path_factory):
+    """A GLUE directory in the classic layout with AX only, as `diagnostic/diagnostic.tsv` (no AX/test.tsv)."""
+    directory = tmp_path_factory.mktemp("classic_glue")
+    (directory / "diagnostic").mkdir()
+    lines = ["index\tsentence1\tsentence2"] + [f"{i}\tthe man is {i}\tthe dog is not {i}" for i in range(5)]
+    (directory / "diagnostic" / "diagnostic.tsv").write_text("\n".join(lines))
+    return directory
+
+
+def test_ax_predictions_from_the_diagnostic_layout(glue_checkpoint, diagnostic_glue_dir, tmp_path, capsys):
+    assert main(["predict", str(glue_checkpoint), "--split", "test", "--tasks", "ax", "--data-dir",
+                 str(diagnostic_glue_dir), "--output-dir", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "ax.tsv")
+    assert rows[0] == ["index", "prediction"] and [row[0] for row in rows[1:]] == ["0", "1", "2", "3", "4"]
+    assert {row[1] for row in rows[1:]} <= LABELS["AX.tsv"]
+
+
+def test_ax_submission_from_the_diagnostic_layout(glue_checkpoint, diagnostic_glue_dir, tmp_path, capsys):
+    assert main(["predict", str(glue_checkpoint), "--split", "test", "--glue-submission", "--data-dir",
+                 str(diagnostic_glue_dir), "--output-dir", str(tmp_path)]) == 0
+    report = _report(capsys)
+    assert report["AX.tsv"]["status"] == "written" and report["AX.tsv"]["rows"] == 5
+    assert [row[0] for row in _rows(tmp_path / "AX.tsv")[1:]] == ["0", "1", "2", "3", "4"]
+    with zipfile.ZipFile(tmp_path / "submission.zip") as archive:
+        assert archive.namelist() == ["AX.tsv"]
