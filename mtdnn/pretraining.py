@@ -33,7 +33,7 @@ from mtdnn.optimization import build_optimizer
 from mtdnn.pretrain_config import PretrainConfig
 from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
 from mtdnn.sampling import task_batches
-from mtdnn.training import SignalCatcher, apply_gradients, whole_windows
+from mtdnn.training import SignalCatcher, apply_gradients, process_share, whole_windows
 
 logger = logging.getLogger(__name__)
 
@@ -234,15 +234,16 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
             batches = epoch_batches(train_data, global_batch, settings.seed, at.epoch)
             usable = whole_windows(len(batches), settings.gradient_accumulation_steps)
             while at.batch_in_epoch < usable and at.step < total_updates:
-                indices = batches[at.batch_in_epoch][accelerator.process_index :: accelerator.num_processes]
+                indices, weight = process_share(batches[at.batch_in_epoch], accelerator.process_index,
+                                                accelerator.num_processes)
                 torch.manual_seed(batch_seed(settings.seed, at.epoch, at.batch_in_epoch * accelerator.num_processes
                                              + accelerator.process_index))
                 at.batch_in_epoch += 1
                 batch = {key: value.to(accelerator.device) for key, value in train_data.collate(indices).items()}
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
-                    apply_gradients(accelerator, model, optimizer, loss, settings.max_grad_norm)
-                examples += len(indices)
+                    apply_gradients(accelerator, model, optimizer, loss * weight, settings.max_grad_norm)
+                examples += len(indices) if weight else 0
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -100,6 +101,19 @@ def whole_windows(batches: int, accumulation: int) -> int:
     """The batches of an epoch that fill whole gradient-accumulation windows: a window never spans two epochs, so
     an epoch-end checkpoint holds no pending gradients (the last `batches % N`, reshuffled each epoch, sit out)."""
     return batches - batches % accumulation or batches
+
+
+def process_share(indices: np.ndarray, process_index: int, num_processes: int) -> tuple[np.ndarray, float]:
+    """This process's examples of a global batch, and the weight of their mean loss that makes the processes'
+    average gradient (DDP's) the whole batch's mean: examples here x processes / examples in the batch.
+
+    A process left without an example (a task's last batch smaller than the number of processes) still runs the
+    step's forward, backward and collectives, on the batch's first example at weight 0, or the others would wait
+    for it forever."""
+    share = indices[process_index::num_processes]
+    if len(share) == 0:
+        return indices[:1], 0.0
+    return share, len(share) * num_processes / len(indices)
 
 
 def apply_gradients(accelerator, model, optimizer, loss, max_grad_norm: float) -> None:
@@ -214,7 +228,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
             while at.batch_in_epoch < usable and at.step < total_updates:
                 task_name, indices = steps[at.batch_in_epoch]
                 at.batch_in_epoch += 1
-                positions = indices[accelerator.process_index :: accelerator.num_processes]
+                positions, weight = process_share(indices, accelerator.process_index, accelerator.num_processes)
                 batch = {key: value.to(accelerator.device)
                          for key, value in train_data[task_name].collate(positions).items()}
                 with accelerator.accumulate(model):
@@ -231,7 +245,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                         logger.warning("skipping a batch of task %s: non-finite loss %s", task_name, loss.item())
                         optimizer.zero_grad()
                         continue
-                    apply_gradients(accelerator, model, optimizer, loss, settings.max_grad_norm)
+                    apply_gradients(accelerator, model, optimizer, loss * weight, settings.max_grad_norm)
                 examples += len(indices)
                 if not accelerator.sync_gradients:
                     continue

@@ -81,3 +81,37 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_update(tiny_model_dir
                              capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(resumed.stdout)["step"] == 16
+
+
+def test_process_share_weights_each_process_by_its_examples_and_gives_an_empty_one_a_zero_weight_example():
+    import numpy as np
+
+    from mtdnn.training import process_share
+
+    indices = np.array([7, 3, 5])
+    shares = [process_share(indices, rank, 2) for rank in range(2)]
+    assert [share.tolist() for share, _ in shares] == [[7, 5], [3]]
+    assert [weight for _, weight in shares] == pytest.approx([4 / 3, 2 / 3])  # mean of the means = the batch mean
+    share, weight = process_share(np.array([9]), 1, 2)
+    assert share.tolist() == [9] and weight == 0.0
+    assert process_share(indices, 0, 1)[1] == 1.0  # one process: its loss unchanged
+
+
+@pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_two_processes_train_through_a_last_batch_of_one_example(tiny_model_dir, task_files, tmp_path):
+    """9 examples in global batches of 2 x 4: the last batch holds 1 example, and rank 1 gets none of it."""
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"]],
+              "data": {"max_seq_length": 32, "max_train_samples": 9, "max_eval_samples": 5},
+              "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every_steps": 1}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "train", str(path),
+                             "--set", f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["step"] == 4  # 2 epochs of 2 batches (8 + 1 examples)
+    logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4]
+    assert all(row["loss"] == row["loss"] for row in logged if row["type"] == "train")  # finite, not NaN
