@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mtdnn.config import DataSettings
-from mtdnn.sources import glue_dir_from, load_split
+from mtdnn.sources import glue_dir_from, glue_file, load_split
 from mtdnn.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def _source_fingerprint(task: TaskSpec, split: str, glue_dir: Path | None) -> st
     paths = []
     if task.data_files and split in task.data_files:
         paths.append(Path(task.data_files[split]).expanduser())
-    elif task.glue and glue_dir and split in task.glue.files:
-        paths.append(glue_dir / task.glue.files[split])
+    elif (path := glue_file(task, split, glue_dir)) is not None:
+        paths.append(path)
     described = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.is_file()]
     return json.dumps(described or [task.hub_dataset, task.hub_config, task.splits.get(split)])
 

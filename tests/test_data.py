@@ -44,3 +44,18 @@ def test_ranking_batches_are_query_by_candidate(tiny_model_dir, task_files, tmp_
     batch = data.collate([0, 1])
     assert batch["input_ids"].shape[:2] == (2, 3) and batch["candidate_mask"].all()
     assert batch["labels"].tolist() == data.labels[:2]
+
+
+def test_the_cache_key_names_the_file_read_in_the_diagnostic_layout(tiny_model_dir, tmp_path):
+    """AX read from `diagnostic/diagnostic.tsv`: two GLUE directories with different files give different data."""
+    from mtdnn.tasks import GLUE_TASKS
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    indices = []
+    for name, rows in (("one", [0]), ("two", [5, 6])):
+        (tmp_path / name / "diagnostic").mkdir(parents=True)
+        (tmp_path / name / "diagnostic" / "diagnostic.tsv").write_text(
+            "index\tsentence1\tsentence2\n" + "".join(f"{i}\tthe dog\tthe cat\n" for i in rows))
+        settings = DataSettings(glue_dir=str(tmp_path / name), cache_dir=str(tmp_path / "cache"))
+        indices.append(list(load_task_data(GLUE_TASKS["ax"], "test", tokenizer, settings).idx))
+    assert indices == [[0], [5, 6]]
