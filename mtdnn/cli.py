@@ -18,6 +18,12 @@ def _task_list(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtdnn", description="Multi-task fine-tuning of a transformer encoder (MT-DNN).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -39,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--split", default="dev", help="split to use (default: dev)")
         command.add_argument("--data-dir", help="GLUE directory (default: the checkpoint's data.glue_dir or $GLUE_DIR)")
         command.add_argument("--batch-size", type=int, help="evaluation batch size (default: the checkpoint's)")
+        command.add_argument("--device", help="cpu, cuda, cuda:N, mps... (default: the accelerator if there is one, "
+                             "as accelerate chooses, else the CPU)")
+        command.add_argument("--max-samples", type=_positive, metavar="N", help=(
+            "use the first N examples of each split (default: evaluate follows the checkpoint's "
+            "data.max_eval_samples, so it reproduces the metrics logged in training; predict writes every example)"))
         if name == "predict":
             _add_predict_arguments(command)
     _add_stage_commands(commands)
@@ -88,11 +99,15 @@ def _add_stage_commands(commands) -> None:
     export.add_argument("--task", required=True, help="the task whose head becomes the classifier")
 
 
-def _load_for_inference(args):
+def _load_for_inference(args, checkpoint_cap: bool):
+    """The checkpoint's model on the inference device, and the chosen split of each task: its first --max-samples
+    examples if given, else the checkpoint's `data.max_eval_samples` with `checkpoint_cap`, else all of them."""
     from mtdnn.checkpoint import load_checkpoint
     from mtdnn.data import load_task_data
+    from mtdnn.evaluation import inference_device
     from mtdnn.tasks import GLUE_TASKS, TaskSpec
 
+    device = inference_device(args.device)
     model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
     if args.data_dir:
         config.data.glue_dir = args.data_dir
@@ -106,20 +121,22 @@ def _load_for_inference(args):
     for name in names:
         model.head_task(known[name].head_name)
     batch_size = args.batch_size or config.train.eval_batch_size
-    data = {name: load_task_data(known[name], args.split, tokenizer, config.data, config.data.max_eval_samples)
-            for name in names}
-    return model, data, batch_size
+    max_samples = args.max_samples or (config.data.max_eval_samples if checkpoint_cap else None)
+    data = {name: load_task_data(known[name], args.split, tokenizer, config.data, max_samples) for name in names}
+    logger.info("%s on %s", args.command, device)
+    return model.to(device), data, batch_size, device
 
 
 def run_evaluate(args) -> int:
     from mtdnn.evaluation import evaluate_task
 
-    model, data, batch_size = _load_for_inference(args)
+    model, data, batch_size, device = _load_for_inference(args, checkpoint_cap=True)
     unlabeled = [name for name, task_data in data.items() if not task_data.has_labels]
     if unlabeled:
         raise MTDNNError(f"the `{args.split}` split of task `{unlabeled[0]}` has no labels to evaluate against; "
                          "use `mtdnn predict` for unlabeled splits.")
-    results = {name: evaluate_task(model, task_data, batch_size) for name, task_data in data.items()}
+    results = {name: evaluate_task(model, task_data, batch_size, device, progress=True)
+               for name, task_data in data.items()}
     print(json.dumps(results, indent=2))
     return 0
 
@@ -133,12 +150,13 @@ def run_predict(args) -> int:
         raise MTDNNError("mtdnn predict needs --output-dir (or --task NAME --input FILE for your own texts).")
     if args.glue_submission:
         return _predict_glue_submission(args)
-    model, data, batch_size = _load_for_inference(args)
+    model, data, batch_size, device = _load_for_inference(args, checkpoint_cap=False)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, task_data in data.items():
         task = task_data.task
-        predictions = predictions_from_logits(task.type, task_logits(model, task_data, batch_size), task.threshold)
+        logits = task_logits(model, task_data, batch_size, device, progress=True)
+        predictions = predictions_from_logits(task.type, logits, task.threshold)
         path = output_dir / f"{name}.tsv"
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -168,7 +186,7 @@ def _predict_input(args) -> int:
 
     if not args.task:
         raise MTDNNError("--input needs --task NAME: the task whose head predicts the texts.")
-    predictor = Predictor.from_pretrained(args.checkpoint)
+    predictor = Predictor.from_pretrained(args.checkpoint, args.device)
     if args.batch_size:
         predictor.batch_size = args.batch_size
     task = predictor.task(args.task)
@@ -187,18 +205,17 @@ def _predict_input(args) -> int:
 def _predict_glue_submission(args) -> int:
     from dataclasses import asdict
 
-    import torch
-
     from mtdnn.checkpoint import load_checkpoint
+    from mtdnn.evaluation import inference_device
     from mtdnn.submission import ZIP_NAME, write_submission
 
     if args.split != "test" or args.tasks:
         raise MTDNNError("--glue-submission predicts every GLUE test set: use it with --split test and without "
                          "--tasks.")
+    device = inference_device(args.device)
     model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
     if args.data_dir:
         config.data.glue_dir = args.data_dir
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # QQP's test set alone is 390k pairs
     report = write_submission(model.to(device), tokenizer, config.data, args.output_dir,
                               args.batch_size or config.train.eval_batch_size, args.fill_missing, device)
     print(json.dumps({"zip": str(Path(args.output_dir) / ZIP_NAME), "files": [asdict(entry) for entry in report]},

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from accelerate.utils import gather_object
 from scipy.special import expit
+from tqdm.auto import tqdm
 
 from mtdnn.data import TaskData
+from mtdnn.errors import MTDNNError
 from mtdnn.metrics import compute_metrics
 from mtdnn.tasks import TaskSpec
 
 
+def inference_device(requested: str | None = None) -> torch.device:
+    """Where to evaluate and predict: `requested` (`--device`: cpu, cuda, cuda:1, mps, ...), else the device
+    accelerate picks for this process (its GPU under `accelerate launch`, the GPU/MPS/... if any, else the CPU)."""
+    if requested is None:
+        return PartialState().device
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise MTDNNError(f"--device {requested!r} is not a device; use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MTDNNError(f"--device {requested}: no CUDA GPU is available here; use --device cpu or leave it out.")
+    return device
+
+
 @torch.inference_mode()
 def task_logits(model, data: TaskData, batch_size: int, device: torch.device | str = "cpu",
-                process_index: int = 0, num_processes: int = 1) -> np.ndarray:
+                process_index: int = 0, num_processes: int = 1, progress: bool = False) -> np.ndarray:
     """Logits for every example of `data`, in file order. (examples, num_outputs or group_size)
 
     Examples are batched longest first so that each batch pads little; with several processes each
@@ -25,7 +42,9 @@ def task_logits(model, data: TaskData, batch_size: int, device: torch.device | s
     rows: list[tuple[int, np.ndarray]] = []
     was_training = model.training
     model.eval()
-    for positions in batches[process_index::num_processes]:  # whole batches per process: same padding as one
+    mine = batches[process_index::num_processes]  # whole batches per process: same padding as one
+    for positions in tqdm(mine, desc=f"{data.task.name} {data.split}", unit="batch", leave=False,
+                          disable=not progress):
         batch = {k: v.to(device) for k, v in data.collate(positions).items() if k != "labels"}
         logits = model(data.task.head_name, **batch).logits.float().cpu().numpy()
         rows.extend(zip(positions.tolist(), logits))
@@ -63,8 +82,8 @@ def prediction_texts(task: TaskSpec, predictions: np.ndarray) -> list[str]:
 
 
 def evaluate_task(model, data: TaskData, batch_size: int, device="cpu", process_index: int = 0,
-                  num_processes: int = 1) -> dict[str, float]:
+                  num_processes: int = 1, progress: bool = False) -> dict[str, float]:
     """The task's GLUE metrics on a labelled split."""
-    logits = task_logits(model, data, batch_size, device, process_index, num_processes)
+    logits = task_logits(model, data, batch_size, device, process_index, num_processes, progress)
     predictions = predictions_from_logits(data.task.type, logits, data.task.threshold)
     return compute_metrics(data.task.metrics, data.task.type, predictions, np.asarray(data.labels))

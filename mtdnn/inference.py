@@ -20,7 +20,7 @@ import torch
 
 from mtdnn.data import TaskData
 from mtdnn.errors import MTDNNError
-from mtdnn.evaluation import task_logits
+from mtdnn.evaluation import inference_device, task_logits
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec
 
@@ -71,7 +71,7 @@ class Predictor:
 
     def __init__(self, model: MTDNNModel, tokenizer, max_seq_length: int = 128, batch_size: int = 64,
                  device: str | torch.device | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = inference_device(None if device is None else str(device))
         self.model = model.to(self.device).eval()
         self.tokenizer, self.max_seq_length, self.batch_size = tokenizer, max_seq_length, batch_size
 

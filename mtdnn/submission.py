@@ -85,7 +85,8 @@ def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, 
         try:  # the full test split: max_eval_samples would cut a submission short
             if has_head:
                 data = load_task_data(task, "test", tokenizer, data_settings, max_samples=None)
-                indices, predictions = data.idx, format_predictions(task, task_logits(model, data, batch_size, device))
+                logits = task_logits(model, data, batch_size, device, progress=True)
+                indices, predictions = data.idx, format_predictions(task, logits)
             else:  # a constant needs the row ids only, not the tokens
                 indices = load_split(task, "test", glue_dir_from(data_settings.glue_dir))["idx"]
                 predictions = placeholder_predictions(task, len(indices))

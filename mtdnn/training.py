@@ -200,7 +200,8 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
             # batches: evaluate with the module inside (no collective but the final gather).
             evaluated = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
             results = {name: evaluate_task(evaluated, data, settings.eval_batch_size, accelerator.device,
-                                           accelerator.process_index, accelerator.num_processes)
+                                           accelerator.process_index, accelerator.num_processes,
+                                           progress=accelerator.is_local_main_process)
                        for name, data in dev_data.items()}
             score = run_score(results, {name: task.head_name for name, task in tasks.items()})
             log.write({"type": "eval", "split": "dev", "epoch": at.epoch, "step": at.step, "metrics": results,
