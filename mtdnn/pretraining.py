@@ -33,7 +33,7 @@ from mtdnn.optimization import build_optimizer
 from mtdnn.pretrain_config import PretrainConfig
 from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
 from mtdnn.sampling import task_batches
-from mtdnn.training import SignalCatcher, apply_gradients, process_share, whole_windows
+from mtdnn.training import SignalCatcher, apply_gradients, check_distribution, process_share, whole_windows
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     settings = config.train
     accelerator = Accelerator(mixed_precision=settings.mixed_precision,
                               gradient_accumulation_steps=settings.gradient_accumulation_steps)
+    check_distribution(accelerator.distributed_type)
     output_dir = Path(config.output_dir)
     resume_from = output_dir / CHECKPOINT if resume and (output_dir / CHECKPOINT / STATE_FILE).is_file() else None
     if resume and resume_from is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -97,6 +97,22 @@ class SignalCatcher:
         return bool(flags[:, 0].all()), bool(flags[:, 1].any())
 
 
+SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
+"""accelerate's sharded set-ups: each process holds a part of the weights or optimizer state."""
+
+
+def check_distribution(distributed_type: DistributedType) -> None:
+    """Refuse a sharded set-up: checkpoints are the main process's whole model and optimizer state, which is
+    only complete when every process holds all of it (one process, or DDP)."""
+    if distributed_type in SHARDED:
+        name = str(distributed_type).rsplit(".", 1)[-1]
+        raise MTDNNError(
+            f"accelerate is configured for {name}, which mtdnn does not support: its checkpoints and resume need "
+            "every process to hold the whole model and optimizer state. Train with DDP instead: `accelerate "
+            "launch --multi_gpu --num_processes N -m mtdnn train CONFIG` (or choose multi-GPU without "
+            "DeepSpeed/FSDP in `accelerate config`).")
+
+
 def whole_windows(batches: int, accumulation: int) -> int:
     """The batches of an epoch that fill whole gradient-accumulation windows: a window never spans two epochs, so
     an epoch-end checkpoint holds no pending gradients (the last `batches % N`, reshuffled each epoch, sit out)."""
@@ -146,6 +162,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
         mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation_steps,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],  # one head per step
     )
+    check_distribution(accelerator.distributed_type)
     output_dir = Path(config.output_dir)
     resume_from = step_checkpoints(output_dir)[-1] if resume and step_checkpoints(output_dir) else None
     if resume and resume_from is None:

@@ -115,3 +115,17 @@ def test_two_processes_train_through_a_last_batch_of_one_example(tiny_model_dir,
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4]
     assert all(row["loss"] == row["loss"] for row in logged if row["type"] == "train")  # finite, not NaN
+
+
+@pytest.mark.parametrize("sharded", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharded_setups_are_refused_with_a_clear_error(sharded):
+    """FSDP and DeepSpeed are not supported (checkpoints are the main process's whole state); DDP is."""
+    from accelerate.utils import DistributedType
+
+    from mtdnn.errors import MTDNNError
+    from mtdnn.training import check_distribution
+
+    with pytest.raises(MTDNNError, match=f"configured for {sharded}.*Train with DDP"):
+        check_distribution(DistributedType[sharded])
+    for supported in ("NO", "MULTI_CPU", "MULTI_GPU"):
+        check_distribution(DistributedType[supported])
