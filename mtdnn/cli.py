@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tasks", help="comma-separated task names (default: the checkpoint's tasks)")
         command.add_argument("--split", default="dev", help="split to use (default: dev)")
         command.add_argument("--data-dir", help="GLUE directory (default: the checkpoint's data.glue_dir or $GLUE_DIR)")
-        command.add_argument("--batch-size", type=int, help="evaluation batch size (default: the checkpoint's)")
+        command.add_argument("--batch-size", type=_positive, help="evaluation batch size (default: the checkpoint's)")
         command.add_argument("--device", help="cpu, cuda, cuda:N, mps... (default: the accelerator if there is one, "
                              "as accelerate chooses, else the CPU)")
         command.add_argument("--max-samples", type=_positive, metavar="N", help=(
@@ -97,6 +97,15 @@ def _add_stage_commands(commands) -> None:
     export.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last)")
     export.add_argument("output_dir", help="directory to write")
     export.add_argument("--task", required=True, help="the task whose head becomes the classifier")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in output_dir")
+
+
+def _use_local_data_settings(data, args) -> None:
+    """Where a checkpoint's data is read and cached is this machine's choice, not the checkpoint config's: the GLUE
+    directory from --data-dir (else the checkpoint's, else $GLUE_DIR), the cache from $MTDNN_CACHE or $HF_HOME."""
+    if args.data_dir:
+        data.glue_dir = args.data_dir
+    data.cache_dir = None
 
 
 def _load_for_inference(args, checkpoint_cap: bool):
@@ -109,11 +118,13 @@ def _load_for_inference(args, checkpoint_cap: bool):
 
     device = inference_device(args.device)
     model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
-    if args.data_dir:
-        config.data.glue_dir = args.data_dir
+    _use_local_data_settings(config.data, args)
     known: dict[str, TaskSpec] = {**GLUE_TASKS, **model.tasks}
     names = _task_list(args.tasks) or [name for name, task in model.tasks.items()
                                         if args.split in (task.data_files or task.splits)]
+    if not names:
+        raise MTDNNError(f"none of the checkpoint's tasks ({', '.join(model.tasks)}) has a `{args.split}` split; "
+                         "use --split dev or test, or name tasks that have it with --tasks.")
     unknown = [name for name in names if name not in known]
     if unknown:
         raise MTDNNError(f"unknown task `{unknown[0]}` in --tasks; this checkpoint knows {', '.join(model.tasks)} "
@@ -214,8 +225,7 @@ def _predict_glue_submission(args) -> int:
                          "--tasks.")
     device = inference_device(args.device)
     model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
-    if args.data_dir:
-        config.data.glue_dir = args.data_dir
+    _use_local_data_settings(config.data, args)
     report = write_submission(model.to(device), tokenizer, config.data, args.output_dir,
                               args.batch_size or config.train.eval_batch_size, args.fill_missing, device)
     print(json.dumps({"zip": str(Path(args.output_dir) / ZIP_NAME), "files": [asdict(entry) for entry in report]},
@@ -247,9 +257,10 @@ def run_finetune(args) -> int:
 
 def run_export(args) -> int:
     from mtdnn.checkpoint import load_checkpoint
-    from mtdnn.export import export_task
+    from mtdnn.export import check_export_dir, export_task
     from mtdnn.tasks import GLUE_TASKS
 
+    check_export_dir(args.output_dir, args.overwrite)
     model, tokenizer, _, _ = load_checkpoint(args.checkpoint)
     task = model.tasks.get(args.task) or GLUE_TASKS.get(args.task)
     if task is None:
@@ -295,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"mtdnn: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system's refusals: a missing directory, read-only, a full disk
+        if args.debug:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"mtdnn: error: {error.strerror or error}{where}. Check that the path exists and is writable and that "
+              "its disk has space; files written before this point are intact, and a checkpoint being written when "
+              "it happened was not put in place.", file=sys.stderr)
         return 2
     except StoppedBySignal as stop:
         print(f"mtdnn: {stop}", file=sys.stderr)

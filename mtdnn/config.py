@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
             raise MTDNNError(f"data.max_seq_length must be at least 8, got {self.max_seq_length}.")
+        if self.max_eval_samples is not None and self.max_eval_samples < 1:
+            raise MTDNNError(f"config key `data.max_eval_samples` must be a positive integer (or null: all), got "
+                             f"{self.max_eval_samples}.")
         caps = self.max_train_samples if isinstance(self.max_train_samples, dict) else {"": self.max_train_samples}
         for task, cap in caps.items():
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
@@ -198,6 +202,8 @@ class OptimizationSettings:
             raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.learning_rate <= 0:
             raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 <= self.seed < 2**32:
+            raise MTDNNError(f"train.seed must be in 0 .. 2**32 - 1 (what NumPy and torch accept), got {self.seed}.")
 
 
 @dataclass
@@ -287,13 +293,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return {_coerce(name, key_type, key): _coerce(item, value_type, f"{key}.{name}") for name, item in value.items()}
     if annotation is Any:
         return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, str):
+    if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML reads `5e-5` (no dot) as a string
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None and not math.isfinite(number):  # .nan, .inf: no setting means that
+            raise MTDNNError(f"config key `{key}` must be a finite number, got {value!r}.")
+        if number is not None:
+            return number
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
         raise MTDNNError(
             f"config key `{key}` must be of type {_type_name(annotation)}, got {value!r} ({type(value).__name__})."
@@ -327,7 +335,12 @@ def apply_override(values: dict, assignment: str) -> None:
         node = node[key]
         if not isinstance(node, dict):
             raise MTDNNError(f"--set {dotted}: `{key}` is not a section of the config.")
-    node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise MTDNNError(f"--set {dotted}: the value {raw!r} is not valid YAML ({problem}); quote a string, "
+                         "e.g. --set 'tasks=[rte, mrpc]'.") from None
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mtdnn.checkpoint import load_checkpoint, step_checkpoints
 from mtdnn.config import Config
 from mtdnn.data import TaskData, load_task_data
 from mtdnn.errors import MTDNNError
+from mtdnn.run_dir import RunDirectory
 from mtdnn.tasks import TaskSpec, resolve_tasks
 
 logger = logging.getLogger(__name__)
@@ -48,7 +51,6 @@ def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
                    config: Config) -> dict[str, tuple[list, np.ndarray]]:
     """For each task some teacher has a head for: the training examples' ids and the logits of every teacher
     with that head, (teachers, examples, outputs); padded ranking candidates are -inf."""
-    from mtdnn.checkpoint import load_checkpoint
     from mtdnn.evaluation import task_logits
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -118,12 +120,13 @@ def distill(config: Config, teachers: list[str | Path], overwrite: bool = False,
     teachers = [Path(t).expanduser().resolve() for t in teachers]
     if not teachers:
         raise MTDNNError("mtdnn distill needs at least one teacher checkpoint (--teachers A,B,...).")
-    if (Path(config.output_dir) / "metrics.jsonl").exists() and not (overwrite or resume):
-        raise MTDNNError(f"output directory {config.output_dir} already holds a run (metrics.jsonl); choose another "
-                         "`output_dir`, pass --resume to continue it, or --overwrite to replace it.")
     directory = Path(config.output_dir) / SOFT_TARGETS
     resolved = resolve_tasks(config.tasks)
     config.data.check_train_caps(resolved)  # a misspelt cap: before the teachers' passes over the data, not after
+    config.train.distillation.soft_targets = str(directory)
+    run = RunDirectory(config.output_dir)  # claimed (cleared on --overwrite) before the soft targets are written
+    if PartialState().is_main_process:
+        run.claim(config.to_dict(), overwrite, resume, bool(step_checkpoints(Path(config.output_dir))))
     tasks = {name: task for name, task in resolved.items() if "train" in (task.data_files or task.splits)}
     stale = {name: task for name, task in tasks.items()
              if overwrite or not _up_to_date(soft_target_file(directory, name), teachers)}
@@ -133,5 +136,4 @@ def distill(config: Config, teachers: list[str | Path], overwrite: bool = False,
             write_soft_targets(directory, stale[name], idx, logits, teachers)
     if not any(soft_target_file(directory, name).is_file() for name in tasks):
         raise MTDNNError(f"none of the teachers has a head for any of the tasks {', '.join(tasks)}.")
-    config.train.distillation.soft_targets = str(directory)
-    return train(config, overwrite=overwrite, resume=resume)
+    return train(config, overwrite=overwrite, resume=resume, run=run)

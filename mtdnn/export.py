@@ -10,6 +10,8 @@ pair. The exported model is checked to give mtdnn's logits before it is written.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from transformers import AutoModelForSequenceClassification
 from mtdnn import task_embeddings
 from mtdnn.errors import MTDNNError
 from mtdnn.model import MTDNNModel
+from mtdnn.run_dir import LOCK_FILE
 from mtdnn.tasks import TaskSpec
 
 PROBE = ("The exported model must agree with mtdnn.", "It is checked on this pair of sentences.")
@@ -117,6 +120,37 @@ def export_task(model: MTDNNModel, tokenizer, task: TaskSpec, output_dir: str | 
             f"{difference:.2e} away from mtdnn's on a probe input, so its head computes something else."
         )
     output_dir = Path(output_dir)
-    exported.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    staging = output_dir.parent / f".{output_dir.name}.exporting"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:  # written beside OUT_DIR and swapped in: a failure leaves an earlier export whole
+        exported.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return difference
+
+
+def check_export_dir(output_dir: str | Path, overwrite: bool) -> None:
+    """OUT_DIR must be new, empty, or (with --overwrite) an earlier export; never a checkpoint, a run or a file."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise MTDNNError(f"export directory {output_dir} is a file; give a directory to write the model into.")
+    inside = next((parent for parent in output_dir.resolve().parents if (parent / "mtdnn_tasks.json").is_file()), None)
+    if inside is not None:
+        raise MTDNNError(f"export directory {output_dir} is inside the mtdnn checkpoint {inside}; an export never "
+                         "writes into one. Give a directory outside it.")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    ours = {path.name for path in output_dir.iterdir()}
+    if ours & {"mtdnn_tasks.json", "mtdnn_config.yaml", "checkpoints", "metrics.jsonl", LOCK_FILE}:
+        raise MTDNNError(f"export directory {output_dir} holds an mtdnn checkpoint or run; an export never writes "
+                         "into one. Give a new directory.")
+    if not overwrite:
+        raise MTDNNError(f"export directory {output_dir} is not empty; give a new directory, or pass --overwrite "
+                         "to replace an earlier export.")
+    if "config.json" not in ours:
+        raise MTDNNError(f"export directory {output_dir} is not empty and holds no exported model (no config.json); "
+                         "--overwrite replaces only an earlier export. Give a new directory.")

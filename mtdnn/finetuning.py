@@ -31,22 +31,30 @@ def _task_entry(task_name: str, *task_lists: list) -> str | dict:
                      "in the given config, nor a GLUE task; pass --task with one of the checkpoint's tasks.")
 
 
+def stage2_run(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to: `RUN/best`, `RUN/last`, `RUN/checkpoints/step-N` -> `RUN`."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
 def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | None = None,
                     overrides: list[str] | None = None) -> Config:
     """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`.
 
-    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory unless the config file or an
-    override sets it; the tokenizer is the checkpoint's. From the checkpoint's config, the task sampling
+    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint unless the
+    config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the tokenizer is the checkpoint's. From the checkpoint's config, the task sampling
     strategy and distillation (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """
     checkpoint_values = read_yaml(checkpoint / CHECKPOINT_CONFIG)
     values = read_yaml(config_path) if config_path is not None else dict(checkpoint_values)
     entry = _task_entry(task_name, values.get("tasks") if config_path is not None else None,
                         checkpoint_values.get("tasks"))
-    if config_path is None or "output_dir" not in values:
-        values["output_dir"] = str(Path(checkpoint_values.get("output_dir", "runs")) / "finetune" / task_name)
+    if config_path is None or "output_dir" not in values:  # beside the checkpoint, not where its config points
+        values["output_dir"] = str(stage2_run(checkpoint) / "finetune" / task_name)
     values["tasks"] = [entry]
     data = dict(values.get("data") or {})
+    if config_path is None:  # the cache is this machine's ($MTDNN_CACHE or $HF_HOME), not the checkpoint's
+        data.pop("cache_dir", None)
+        values["data"] = data
     if isinstance(data.get("max_train_samples"), dict):  # per-task caps: keep this task's
         data["max_train_samples"] = data["max_train_samples"].get(task_name)
         values["data"] = data

@@ -69,3 +69,18 @@ def load_encoder(name_or_path: str, from_scratch: bool = False, attn_implementat
         return AutoModel.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         raise _fail("encoder", name_or_path, error) from None
+
+
+POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 2}
+"""Model families whose position ids start after the padding index: they hold 2 positions fewer than their table."""
+
+
+def check_sequence_length(max_seq_length: int, encoder_config, key: str = "data.max_seq_length") -> None:
+    """Refuse a sequence length the encoder has no position embeddings for (an index error deep in the forward)."""
+    table = getattr(encoder_config, "max_position_embeddings", None)
+    if table is None:  # relative positions (e.g. DeBERTa-v2 without absolute ones): no fixed limit
+        return
+    limit = table - POSITION_OFFSET.get(getattr(encoder_config, "model_type", ""), 0)
+    if max_seq_length > limit:
+        raise MTDNNError(f"config key `{key}` is {max_seq_length}, but the encoder ({encoder_config.model_type}) has "
+                         f"positions for {limit} tokens; set `{key}` to at most {limit}.")

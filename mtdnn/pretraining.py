@@ -26,12 +26,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_with_warmup
 
-from mtdnn.config import save_config
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.mlm_data import MaskedText, read_text, tokenize_text
 from mtdnn.optimization import build_optimizer
 from mtdnn.pretrain_config import PretrainConfig
-from mtdnn.pretrained import load_encoder, load_tokenizer, resolve
+from mtdnn.pretrained import check_sequence_length, load_encoder, load_tokenizer, resolve
+from mtdnn.run_dir import RunDirectory
 from mtdnn.sampling import task_batches
 from mtdnn.training import SignalCatcher, apply_gradients, check_distribution, process_share, whole_windows
 
@@ -145,18 +145,13 @@ def mlm_loss(model, batches: list[dict], accelerator: Accelerator) -> dict[str, 
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "masked_tokens": int(tokens)}
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool, resume: bool) -> None:
-    if (output_dir / "metrics.jsonl").exists() and not (overwrite or resume):
-        raise MTDNNError(f"output directory {output_dir} already holds a pre-training run (metrics.jsonl); choose "
-                         "another `output_dir`, pass --resume to continue it, or --overwrite to replace it.")
-    output_dir.mkdir(parents=True, exist_ok=True)
+def truncate_log(output_dir: Path) -> None:
+    """On resume: drop the log rows after the checkpoint's step, which the resumed run writes again."""
     log = output_dir / "metrics.jsonl"
-    if resume and log.exists():  # rows after the checkpoint are written again by the resumed run
+    if log.exists():
         step = json.loads((output_dir / CHECKPOINT / STATE_FILE).read_text())["position"]["step"]
         rows = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
         log.write_text("".join(row + "\n" for row in rows))
-    elif log.exists():
-        log.unlink()
 
 
 def load_data(config: PretrainConfig, tokenizer) -> tuple[MaskedText, list[dict], int]:
@@ -185,12 +180,11 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     check_distribution(accelerator.distributed_type)
     output_dir = Path(config.output_dir)
     resume_from = output_dir / CHECKPOINT if resume and (output_dir / CHECKPOINT / STATE_FILE).is_file() else None
-    if resume and resume_from is None:
-        logger.info("no checkpoint in %s to resume from; starting afresh", output_dir)
-    if accelerator.is_main_process:
-        # --resume without a checkpoint yet (stopped before the first save) starts the run again
-        prepare_output_dir(output_dir, overwrite or resume, resume_from is not None)
-        save_config(config, output_dir / "pretrain_config.yaml")
+    run = RunDirectory(output_dir, "pretrain_config.yaml")
+    if accelerator.is_main_process:  # --resume without a checkpoint yet (stopped before the first save) starts again
+        if run.claim(config.to_dict(), overwrite, resume, resume_from is not None):
+            truncate_log(output_dir)
+    accelerator.wait_for_everyone()
     set_seed(settings.seed)
     tokenizer = load_tokenizer(str(resume_from or config.model.tokenizer or config.model.name_or_path))
     if tokenizer.mask_token is None:
@@ -200,6 +194,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     source, from_scratch = str(resume_from or config.model.name_or_path), config.model.from_scratch and not resume_from
     model = load_masked_lm(source, from_scratch, config.model.attn_implementation)
     extras = encoder_extras(model, load_encoder(source, from_scratch))
+    check_sequence_length(config.data.max_seq_length, model.config)
 
     global_batch = settings.batch_size * accelerator.num_processes
     updates_per_epoch = max(1, -(-len(train_data) // global_batch) // settings.gradient_accumulation_steps)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtdnn.checkpoint import (load_training_state, publish, restore_rng, save_checkpoint, step_checkpoints)
-from mtdnn.config import Config, save_config
+from mtdnn.config import Config
 from mtdnn.data import TaskData, load_task_data
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
@@ -29,7 +29,8 @@ from mtdnn.metrics import run_score
 from mtdnn.model import MTDNNModel
 from mtdnn.objective import Objective
 from mtdnn.optimization import build_optimizer
-from mtdnn.pretrained import load_tokenizer
+from mtdnn.pretrained import check_sequence_length, load_tokenizer
+from mtdnn.run_dir import RunDirectory
 from mtdnn.sampling import build_schedule
 from mtdnn.sharing import resolve_groups
 from mtdnn.task_embeddings import attach
@@ -141,22 +142,12 @@ def apply_gradients(accelerator, model, optimizer, loss, max_grad_norm: float) -
     optimizer.zero_grad()
 
 
-def prepare_run_dir(config: Config, overwrite: bool, resume: bool) -> Path:
-    output_dir = Path(config.output_dir)
-    if (output_dir / "metrics.jsonl").exists() and not (overwrite or resume):
-        raise MTDNNError(
-            f"output directory {output_dir} already holds a run (metrics.jsonl); choose another `output_dir`, "
-            "pass --resume to continue it, or --overwrite to replace it."
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (output_dir / "metrics.jsonl").unlink(missing_ok=True)
-    save_config(config, output_dir / "config.yaml")
-    return output_dir
+def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = None, resume: bool = False,
+          run: RunDirectory | None = None) -> Path:
+    """Train on every task in `config.tasks`; returns the run directory (`last`, `best/`, metrics.jsonl).
 
-
-def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = None, resume: bool = False) -> Path:
-    """Train on every task in `config.tasks`; returns the run directory (`last`, `best/`, metrics.jsonl)."""
+    `run` is the output directory when the caller has claimed it already (`mtdnn distill`, which writes its soft
+    targets there first)."""
     settings = config.train
     accelerator = Accelerator(
         mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation_steps,
@@ -165,10 +156,10 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     check_distribution(accelerator.distributed_type)
     output_dir = Path(config.output_dir)
     resume_from = step_checkpoints(output_dir)[-1] if resume and step_checkpoints(output_dir) else None
-    if resume and resume_from is None:
-        logger.info("no checkpoint in %s to resume from; starting afresh", output_dir)
-    if accelerator.is_main_process:  # --resume without a checkpoint yet (stopped before the first save) starts again
-        prepare_run_dir(config, overwrite or resume, resume_from is not None)
+    if run is None and accelerator.is_main_process:  # --resume without a checkpoint yet starts the run again
+        run = RunDirectory(output_dir)
+        run.claim(config.to_dict(), overwrite, resume, resume_from is not None)
+    accelerator.wait_for_everyone()
     set_seed(settings.seed)
     tasks = resolve_tasks(config.tasks)
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path)
@@ -182,6 +173,8 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
         for encoder in model.encoders():
             attach(encoder, model.heads)
     config.data.check_train_caps(tasks)
+    for encoder in model.encoders():
+        check_sequence_length(config.data.max_seq_length, encoder.config)
     train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.train_cap(name))
                   for name, task in tasks.items() if "train" in (task.data_files or task.splits)}
     dev_data = {name: load_task_data(task, "dev", tokenizer, config.data, config.data.max_eval_samples)
