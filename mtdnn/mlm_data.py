@@ -16,17 +16,23 @@ from transformers import DataCollatorForLanguageModeling
 
 from mtdnn.errors import MTDNNError
 from mtdnn.pretrain_config import MaskingSettings, TextSettings
-from mtdnn.sources import glue_dir_from, load_split
+from mtdnn.sources import check_utf8_file, glue_dir_from, load_split
 from mtdnn.tasks import GLUE_TASKS
 
 
 def text_files(patterns: list[str]) -> list[str]:
-    """The files named by `data.text_files`, glob patterns expanded, in the order given."""
+    """The files named by `data.text_files`, glob patterns expanded, in the order given; each must be UTF-8 text
+    (checked here, so that a binary file is named instead of failing deep inside `datasets`)."""
     found = []
     for pattern in patterns:
         matches = sorted(glob.glob(str(Path(pattern).expanduser())))
         if not matches:
             raise MTDNNError(f"config key `data.text_files`: no file matches {pattern!r}.")
+        for match in matches:
+            if Path(match).is_dir():
+                raise MTDNNError(f"config key `data.text_files`: {match} is a directory (matched by {pattern!r}); "
+                                 f"name the text files in it (e.g. {str(Path(match) / '*.txt')!r}).")
+            check_utf8_file(Path(match))
         found.extend(matches)
     return found
 
@@ -49,12 +55,17 @@ def read_text(settings: TextSettings, seed: int) -> tuple[datasets.Dataset, data
     """Non-blank lines as a `text` column, split into (training lines, held-out lines)."""
     parts = []
     if settings.text_files:
-        parts.append(datasets.load_dataset("text", data_files=text_files(settings.text_files), split="train"))
+        files = text_files(settings.text_files)
+        parts.append(datasets.load_dataset("text", data_files=files, split="train", encoding="utf-8-sig"))
     if settings.text_from_glue_tasks:
         parts.append(datasets.Dataset.from_dict({"text": glue_sentences(settings.text_from_glue_tasks,
                                                                          settings.glue_dir)}))
     text = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     text = text.filter(lambda row: bool(row["text"].strip()))
+    if len(text) == 0:
+        named = ", ".join(settings.text_files + settings.text_from_glue_tasks)
+        raise MTDNNError(f"{named}: no text to pre-train on (no line holds anything but whitespace); give text "
+                         "files with one sentence or paragraph per line.")
     if settings.eval_lines >= len(text):
         raise MTDNNError(f"config key `data.eval_lines` is {settings.eval_lines}, but the text has only {len(text)} "
                          "non-blank lines; hold out fewer lines or add text.")

@@ -2,11 +2,16 @@
 
 Every source yields the same columns: `idx`, `text_a`, `text_b` (pairs), `label` (labelled splits);
 ranking tasks are grouped into `text_a` (query), `candidates` and `label` (the positive's position).
+Local files are UTF-8 text (.tsv/.csv with a header line, .json/.jsonl as JSON lines); the readers refuse anything
+else naming the file and line, and a train or dev split without a label on every row.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -108,77 +113,241 @@ def encode_multi_label(raw, task: TaskSpec, where: str) -> list[int]:
     return hot
 
 
-def read_glue_tsv(path: Path, glue: GlueFiles) -> list[dict]:
-    """Rows of a GLUE TSV exactly as distributed: no quote processing, BOM stripped, optional header."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        rows = list(reader)
-    if not rows:
-        raise MTDNNError(f"{path} is empty.")
-    has_header = not (glue.headerless_columns and len(rows[0]) == len(glue.headerless_columns)
-                      and rows[0][0] != "index")
-    header = rows[0] if has_header else list(glue.headerless_columns)
-    body = rows[1:] if has_header else rows
-    first_line = 2 if has_header else 1
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))  # UTF-32 LE starts like UTF-16 LE
+
+JSON_LINES = ("a .json or .jsonl data file is read as JSON lines: one JSON object per line, its keys the column names "
+              "(a file holding one JSON array converts with `jq -c '.[]' FILE`)")
+
+
+def decode_utf8(data: bytes, path: Path | str, offset: int = 0, line: int = 1) -> str:
+    """`data` (bytes from `offset` of `path`, starting on `line`) as text; refused, naming the line and byte
+    offset, where it is not UTF-8 text: another encoding's byte-order mark, a byte that is not UTF-8, a NUL."""
+    for mark, encoding in BYTE_ORDER_MARKS if offset == 0 else ():
+        if data.startswith(mark):
+            raise MTDNNError(f"{path}: the file is {encoding} (it starts with a {encoding} byte-order mark); data "
+                             f"files must be UTF-8. Convert it (`iconv -f {encoding} -t UTF-8 {Path(path).name} > "
+                             "new`) and point the config at the converted file.")
+    try:
+        text = data.decode("utf-8")
+        if b"\0" not in data:
+            return text
+        bad = len(data)
+    except UnicodeDecodeError as error:
+        bad = error.start
+    nul = data.find(b"\0", 0, bad)  # the first problem is the one to name
+    if nul >= 0:
+        bad, problem = nul, ("a NUL byte: this is binary data (or UTF-16 without a byte-order mark), and data files "
+                             "must be UTF-8 text. Name the text file that was meant, or convert it to UTF-8.")
+    else:
+        problem = (f"byte 0x{data[bad]:02x} is not UTF-8, and data files must be UTF-8 text. Re-save the file as "
+                   "UTF-8 (e.g. `iconv -f latin1 -t UTF-8`), or name the text file that was meant.")
+    newline = b"\n"
+    raise MTDNNError(f"{path}, line {line + data.count(newline, 0, bad)} (byte {offset + bad}): {problem}")
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 data file, a leading byte-order mark dropped; anything else is refused (`decode_utf8`)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise MTDNNError(f"cannot read data file {path}: {error.strerror}.") from None
+    return decode_utf8(data, path).removeprefix("\ufeff")
+
+
+def check_utf8_file(path: Path, chunk_size: int = 1 << 24) -> None:
+    """Refuse `path` unless it is UTF-8 text (as `decode_utf8`), read a chunk at a time: corpora can be large."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                data = decoder.getstate()[0] + chunk  # with the start of a character the last chunk cut in two
+                try:
+                    decoder.decode(chunk)
+                    whole = len(data) - len(decoder.getstate()[0])
+                except UnicodeDecodeError:
+                    whole = len(data)  # decode_utf8 names the byte
+                decode_utf8(data[:whole], path, offset, line)
+                offset, line = offset + whole, line + data.count(b"\n", 0, whole)
+    except OSError as error:
+        raise MTDNNError(f"cannot read text file {path}: {error.strerror}.") from None
+    decode_utf8(decoder.getstate()[0], path, offset, line)  # a character cut off by the end of the file
+
+
+def _table_rows(path: Path, **dialect) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each row of a delimited file; a quoted field may span lines."""
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), **dialect)
+    rows, line = [], 1
+    try:
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise MTDNNError(f"{path}, line {reader.line_num}: cannot be read as a delimited file ({error}).") from None
+    return rows
+
+
+def _table_records(path: Path, header: list[str], rows, header_line: int | None, separated: str,
+                   advice: str) -> list[dict]:
+    """Rows as records keyed by the header, each as long as the header; a column named twice is refused."""
+    repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
+    if repeated is not None:
+        raise MTDNNError(f"{path}, line {header_line}: the header names the column {repeated!r} twice; give each "
+                         "column its own name.")
     records = []
-    for offset, row in enumerate(body):
+    for line, row in rows:
         if len(row) != len(header):
-            raise MTDNNError(
-                f"{path}, line {first_line + offset}: {len(row)} tab-separated fields where the header has "
-                f"{len(header)}; a GLUE file must be read without quote processing and keep every row whole."
-            )
-        records.append({**dict(zip(header, row)), LINE: first_line + offset})
+            raise MTDNNError(f"{path}, line {line}: {len(row)} {separated} fields where the header has "
+                             f"{len(header)}; {advice}")
+        records.append({**dict(zip(header, row)), LINE: line})
     return records
 
 
+def read_glue_tsv(path: Path, glue: GlueFiles) -> list[dict]:
+    """Rows of a GLUE TSV exactly as distributed: no quote processing, BOM stripped, optional header."""
+    rows = _table_rows(path, delimiter="\t", quoting=csv.QUOTE_NONE)
+    if not rows:
+        raise MTDNNError(f"{path} is empty.")
+    first = rows[0][1]
+    has_header = not (glue.headerless_columns and len(first) == len(glue.headerless_columns) and first[0] != "index")
+    header = first if has_header else list(glue.headerless_columns)
+    return _table_records(path, header, rows[1:] if has_header else rows, 1 if has_header else None,
+                          "tab-separated", "a GLUE file must be read without quote processing and keep every row "
+                          "whole; in your own file, a text must not hold a tab.")
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file with a header line; blank lines are skipped."""
+    rows = [(line, row) for line, row in _table_rows(path) if row]
+    if not rows:
+        return []
+    return _table_records(path, rows[0][1], rows[1:], rows[0][0], "comma-separated",
+                          'quote a field that holds a comma ("a, b") and check that no field is missing.')
+
+
+def _json_object(pairs: list[tuple]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if repeated is not None:
+        raise ValueError(f"the key {repeated!r} appears twice in one object; give each key once")
+    return dict(pairs)
+
+
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "true/false", type(None): "null"}
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """Records of a JSON-lines file (.json and .jsonl alike), one object per non-blank line."""
+    records = []
+    for number, line in enumerate(io.StringIO(read_utf8(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as error:
+            raise MTDNNError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}); "
+                             f"{JSON_LINES}.") from None
+        except (ValueError, RecursionError) as error:
+            raise MTDNNError(f"{path}, line {number}: {error}.") from None
+        if not isinstance(value, dict):
+            raise MTDNNError(f"{path}, line {number}: a JSON {JSON_KINDS[type(value)]}, not an object; "
+                             f"{JSON_LINES}.")
+        records.append({**value, LINE: number})
+    return records
+
+
+LABELLED_SPLITS = ("train", "dev")
+"""Splits used for training and evaluation: every row needs a label. Test splits may be unlabeled."""
+
+
+def _example_id(value, row_number: int, where: str, column: str | None) -> int:
+    """The id in the row's index column; the row's number where there is none (or the cell is empty)."""
+    if value is None or value == "":
+        return row_number
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise MTDNNError(f"{where}: the index column {column!r} holds {value!r}, not a whole number; the ids in it name "
+                     "rows in prediction files. Give whole numbers, leave the cell empty to number the row, or set "
+                     "the task's `index_column` to another column (null: number every row).")
+
+
+def _text(value, where: str, column: str) -> str:
+    """A text cell as a string: a number is written out; null, true/false, a list or an object are refused."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise MTDNNError(f"{where}: the text column {column!r} holds {json.dumps(value)}, not text; give a string.")
+
+
 def _records_to_columns(records: list[dict], task: TaskSpec, text_columns, label_column, index_column,
-                        source: str) -> dict[str, list]:
+                        source: str, split: str) -> dict[str, list]:
     if not records:
         raise MTDNNError(f"{source}: the split is empty; task `{task.name}` needs at least one example.")
+    present = [key for key in records[0] if key != LINE]
     missing = [c for c in text_columns if c not in records[0]]
     if missing:
-        raise MTDNNError(f"{source}: no column {missing[0]!r} (task `{task.name}`); columns are {list(records[0])}.")
-    columns: dict[str, list] = {"idx": [], "text_a": []}
-    if len(text_columns) == 2:
-        columns["text_b"] = []
-    labelled = label_column is not None and label_column in records[0]
+        raise MTDNNError(f"{source}: no column {missing[0]!r} (task `{task.name}`); columns are {present}.")
+    labelled = label_column is not None and any(label_column in record for record in records)
+    if split in LABELLED_SPLITS and not labelled:
+        raise MTDNNError(f"{source}: no label column {label_column!r}; the `{split}` split of task `{task.name}` is "
+                         f"used for training or evaluation, so every row needs a label. The columns are {present}: "
+                         "add the labels, or set the task's `label_column` to the column that holds them.")
+    names = ("text_a", "text_b")[: len(text_columns)]
+    columns: dict[str, list] = {"idx": [], **{name: [] for name in names}}
+    wanted = [*text_columns, label_column] if labelled else list(text_columns)
     labels = []
     for row_number, record in enumerate(records):
         where = f"{source}, line {record[LINE]}" if LINE in record else f"{source}, row {row_number + 1}"
-        index = record.get(index_column) if index_column else None
-        columns["idx"].append(int(index) if index not in (None, "") else row_number)
-        columns["text_a"].append(str(record[text_columns[0]]))
-        if len(text_columns) == 2:
-            columns["text_b"].append(str(record[text_columns[1]]))
+        absent = next((column for column in wanted if column not in record), None)
+        if absent is not None:
+            role = "the label" if absent == label_column else "a text column"
+            raise MTDNNError(f"{where}: no key {absent!r} ({role} of task `{task.name}`); this row has the keys "
+                             f"{[key for key in record if key != LINE]}. Give every row the same keys.")
+        columns["idx"].append(_example_id(record.get(index_column) if index_column else None, row_number, where,
+                                          index_column))
+        for name, column in zip(names, text_columns):
+            columns[name].append(_text(record[column], where, column))
         if labelled:
             labels.append(encode_label(record[label_column], task, where))
     if labelled and any(label is not None for label in labels):
-        if any(label is None for label in labels):
-            record = records[labels.index(None)]
-            raise MTDNNError(f"{source}, line {record.get(LINE, '?')}: missing label for task `{task.name}`.")
-        columns["label"] = labels
+        columns["label"] = _every_label(labels, records, task, label_column, source)
+    elif split in LABELLED_SPLITS:
+        raise MTDNNError(f"{source}: every {label_column!r} value is empty, so the `{split}` split of task "
+                         f"`{task.name}` has no labels; a split used for training or evaluation needs a label on "
+                         "every row (test splits may be unlabeled). Fill in the labels, or give the file as the "
+                         "`test` split.")
     return columns
 
 
+def _every_label(labels: list, records: list[dict], task: TaskSpec, label_column: str, source: str) -> list:
+    """The labels of a labelled split, where no row may lack one."""
+    if any(label is None for label in labels):
+        row = labels.index(None)
+        line = f"line {records[row][LINE]}" if LINE in records[row] else f"row {row + 1}"
+        raise MTDNNError(f"{source}, {line}: missing label ({label_column!r} is empty) for task `{task.name}`; label "
+                         "every row, or none (an unlabeled test split).")
+    return labels
+
+
 def _read_local_file(path: Path) -> list[dict]:
+    if path.is_dir():
+        raise MTDNNError(f"data file {path} is a directory; name the file in it.")
     if not path.is_file():
         raise MTDNNError(f"data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".tsv":
         return read_glue_tsv(path, GlueFiles(files={}, text_columns=(), label_column=None))
     if suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            return [{**record, LINE: number + 2} for number, record in enumerate(csv.DictReader(handle))]
+        return read_csv(path)
     if suffix in (".json", ".jsonl"):
-        records = []
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        records.append({**json.loads(line), LINE: line_number})
-                    except json.JSONDecodeError as error:
-                        raise MTDNNError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
-        return records
+        return read_json_lines(path)
     raise MTDNNError(f"data file {path}: unsupported extension {suffix!r}; use .tsv, .csv, .json or .jsonl.")
 
 
@@ -204,11 +373,11 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
         if task.type == "ranking":
             records = expand_candidate_lists(records, task, str(path))
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
-                                      str(path))
+                                      str(path), split)
     elif glue_path is not None:
         records = read_glue_tsv(glue_path, task.glue)
         columns = _records_to_columns(records, task, task.glue.text_columns, task.glue.label_column,
-                                      task.glue.index_column, str(glue_path))
+                                      task.glue.index_column, str(glue_path), split)
     elif task.hub_dataset:
         try:
             records = _load_hub(task, split)
@@ -219,7 +388,7 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
                 "Point `data.glue_dir` at a `download_glue_data.py` directory or connect to the hub."
             ) from None
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
-                                      f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]")
+                                      f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]", split)
     elif task.glue is not None and split in task.glue.files:
         raise MTDNNError(f"cannot load the `{split}` split of task `{task.name}`: it is read from the GLUE files only: "
                          f"{_glue_places(task, split, glue_dir)}.")

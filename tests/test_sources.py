@@ -149,3 +149,35 @@ def test_fallback_paths_survive_a_task_table_round_trip():
     ax = GLUE_TASKS["ax"]
     assert TaskSpec.from_dict(json.loads(json.dumps(ax.to_dict()))) == ax
     assert ax.glue.candidates("test") == ("AX/test.tsv", "diagnostic/diagnostic.tsv")
+
+
+def test_utf8_check_reads_in_chunks_and_names_the_first_bad_byte(tmp_path):
+    """A character cut by a chunk boundary is whole text; a bad byte in a later chunk keeps its line and offset."""
+    from mtdnn.sources import check_utf8_file
+
+    path = tmp_path / "corpus.txt"
+    path.write_bytes("é\n".encode() * 5 + b"ok\n")
+    check_utf8_file(path, chunk_size=2)  # each "é" (2 bytes) is cut in two by some chunk boundary
+    path.write_bytes("é\n".encode() * 5 + b"ok \xff\n")
+    with pytest.raises(MTDNNError, match=r"corpus.txt, line 6 \(byte 18\): byte 0xff is not UTF-8"):
+        check_utf8_file(path, chunk_size=4)
+    path.write_bytes(b"ok\n" + "é".encode()[:1])  # a character cut off by the end of the file
+    with pytest.raises(MTDNNError, match=r"line 2 \(byte 3\): byte 0xc3"):
+        check_utf8_file(path, chunk_size=2)
+
+
+def test_friendly_files_are_read(tmp_path):
+    """A UTF-8 byte-order mark (JSON lines too), blank CSV lines, whole-number ids written as 3.0, and an
+    unlabeled test split are all fine."""
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"a": "x", "b": "y", "label": "yes", "idx": 3.0}).encode() + b"\n")
+    csv_file = tmp_path / "blank.csv"
+    csv_file.write_text("\ufeffa,b,label\nx,y,no\n\nx,\"y, z\",yes\n")
+    test = tmp_path / "test.tsv"
+    test.write_text("a\tb\tlabel\nx\ty\t\n")
+    task = TaskSpec(name="mine", type="pair_classification", text_columns=("a", "b"), label_names=("no", "yes"),
+                    data_files={"train": str(jsonl), "dev": str(csv_file), "test": str(test)})
+    assert load_split(task, "train", None) == {"idx": [3], "text_a": ["x"], "text_b": ["y"], "label": [1]}
+    dev = load_split(task, "dev", None)
+    assert dev["text_b"] == ["y", "y, z"] and dev["label"] == [0, 1] and dev["idx"] == [0, 1]
+    assert "label" not in load_split(task, "test", None)
