@@ -7,6 +7,27 @@ from torch import nn
 
 from mtdnn.tasks import TaskSpec
 
+DEFAULT_INITIALIZER_RANGE = 0.02
+"""transformers' std for a config without `initializer_range` (`PreTrainedModel._init_weights`)."""
+
+
+def initializer_range_of(config) -> float:
+    """The std transformers draws an encoder's new layers with: its config's `initializer_range`, else 0.02."""
+    return getattr(config, "initializer_range", None) or DEFAULT_INITIALIZER_RANGE
+
+
+def head_linear(in_features: int, out_features: int, std: float, bias: bool = True) -> nn.Linear:
+    """A linear layer initialised as transformers initialises a classifier: weight ~ N(0, std), bias 0.
+
+    Built without PyTorch's default (Kaiming-uniform) init, so that it draws nothing else from the RNG: seeded
+    alike, a one-task model on a loaded encoder gets the classifier `BertForSequenceClassification.from_pretrained`
+    draws, value for value."""
+    layer = nn.utils.skip_init(nn.Linear, in_features, out_features, bias=bias)
+    nn.init.normal_(layer.weight, mean=0.0, std=std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
 
 class LinearHead(nn.Module):
     """Dropout then one linear layer: class logits, a regression value, or a relevance score.
@@ -14,10 +35,11 @@ class LinearHead(nn.Module):
     With BERT's pooled [CLS] vector as input this is exactly `BertForSequenceClassification`'s head.
     """
 
-    def __init__(self, hidden_size: int, num_outputs: int, dropout: float):
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float,
+                 initializer_range: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.out_proj = nn.Linear(hidden_size, num_outputs)
+        self.out_proj = head_linear(hidden_size, num_outputs, initializer_range)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.dropout(pooled))  # (batch, num_outputs)
@@ -48,14 +70,17 @@ class SANHead(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_labels: int, steps: int = 5, step_dropout: float = 0.1,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, initializer_range: float = DEFAULT_INITIALIZER_RANGE):
         super().__init__()
         self.steps, self.step_dropout = steps, step_dropout
         self.dropout = nn.Dropout(dropout)
-        self.summary = nn.Linear(hidden_size, 1)  # w1: self-attention weights of the hypothesis for s0
-        self.bilinear = nn.Linear(hidden_size, hidden_size, bias=False)  # W2 of s W2 M^T
+        std = initializer_range
+        self.summary = head_linear(hidden_size, 1, std)  # w1: self-attention weights of the hypothesis for s0
+        self.bilinear = head_linear(hidden_size, hidden_size, std, bias=False)  # W2 of s W2 M^T
+        # transformers has no rule for a GRU cell to match (its _init_weights covers linear, embedding, norm and
+        # LSTM layers), so the cell keeps PyTorch's default for recurrent layers, uniform(+-1/sqrt(hidden)).
         self.gru = nn.GRUCell(hidden_size, hidden_size)
-        self.classifier = nn.Linear(4 * hidden_size, num_labels)  # W3
+        self.classifier = head_linear(4 * hidden_size, num_labels, std)  # W3
 
     def step_probabilities(self, states: torch.Tensor, attention_mask: torch.Tensor,
                            token_type_ids: torch.Tensor | None) -> torch.Tensor:
@@ -90,13 +115,13 @@ class SANHead(nn.Module):
         return averaged.clamp_min(torch.finfo(averaged.dtype).tiny).log()  # (batch, num_labels)
 
 
-def classification_head(task: TaskSpec, hidden_size: int) -> nn.Module:
-    return LinearHead(hidden_size, task.num_labels, task.dropout)
+def classification_head(task: TaskSpec, hidden_size: int, initializer_range: float) -> nn.Module:
+    return LinearHead(hidden_size, task.num_labels, task.dropout, initializer_range)
 
 
-def scalar_head(task: TaskSpec, hidden_size: int) -> nn.Module:
+def scalar_head(task: TaskSpec, hidden_size: int, initializer_range: float) -> nn.Module:
     """One output: the STS-B similarity, or the relevance score Rel(Q, A) = w^T x of paper eq. 5."""
-    return LinearHead(hidden_size, 1, task.dropout)
+    return LinearHead(hidden_size, 1, task.dropout, initializer_range)
 
 
 HEADS = {
@@ -108,8 +133,12 @@ HEADS = {
 }
 
 
-def build_head(task: TaskSpec, hidden_size: int) -> nn.Module:
-    """The task's head: SAN where the task asks for it (`answer_module: san`), else its type's linear head."""
+def build_head(task: TaskSpec, hidden_size: int, initializer_range: float) -> nn.Module:
+    """The task's head: SAN where the task asks for it (`answer_module: san`), else its type's linear head.
+
+    `initializer_range`: the std of its linear layers' weights; the encoder's (`initializer_range_of(config)`),
+    as transformers initialises a classifier on that encoder."""
     if task.answer_module == "san":
-        return SANHead(hidden_size, task.num_labels, task.san_steps, task.san_step_dropout, task.dropout)
-    return HEADS[task.type](task, hidden_size)
+        return SANHead(hidden_size, task.num_labels, task.san_steps, task.san_step_dropout, task.dropout,
+                       initializer_range)
+    return HEADS[task.type](task, hidden_size, initializer_range)

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModel
 
 from mtdnn import task_embeddings
 from mtdnn.errors import MTDNNError
-from mtdnn.heads import SANHead, build_head
+from mtdnn.heads import SANHead, build_head, initializer_range_of
 from mtdnn.losses import LOSSES
 from mtdnn.pretrained import load_encoder
 from mtdnn.sharing import soft_sharing_penalty
@@ -48,8 +48,10 @@ class MTDNNModel(nn.Module):
         if orphans:
             raise MTDNNError(f"task `{orphans[0].name}` is predicted by the head of `{orphans[0].head}`: "
                              f"list `{orphans[0].head}` in `tasks` too.")
+        # Heads start as transformers starts a classifier on this encoder (N(0, initializer_range), zero bias)
+        std = initializer_range_of(encoder.config)
         self.heads = nn.ModuleDict({
-            name: build_head(task, hidden_size) for name, task in tasks.items() if task.head is None
+            name: build_head(task, hidden_size, std) for name, task in tasks.items() if task.head is None
         })
         if use_task_embeddings or task_embeddings.table_of(encoder) is not None:
             task_embeddings.attach(encoder, self.heads)

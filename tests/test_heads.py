@@ -1,15 +1,51 @@
-"""The SAN answer module: step dropout keeps at least one step, training averages the kept steps, inference all."""
+"""Heads start as transformers' classifiers; the SAN answer module: step dropout keeps at least one step,
+training averages the kept steps, inference all."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import BertModel
+from transformers import BertConfig, BertModel
 
 from conftest import tiny_bert_config
 from mtdnn import heads
 from mtdnn.errors import MTDNNError
-from mtdnn.heads import SANHead, step_keep_mask
+from mtdnn.heads import LinearHead, SANHead, initializer_range_of, step_keep_mask
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec
+
+
+def test_every_linear_layer_of_a_head_starts_normal_with_the_encoders_std_and_zero_bias():
+    # 0.5: far from PyTorch's default, uniform(+-1/sqrt(fan_in)) (std 0.10 for fan_in 32), so no chance match
+    config = BertConfig(**{**tiny_bert_config().to_dict(), "initializer_range": 0.5})
+    rte = TaskSpec.from_dict({**GLUE_TASKS["rte"].to_dict(), "answer_module": "san"})
+    torch.manual_seed(0)
+    model = MTDNNModel(BertModel(config), {"stsb": GLUE_TASKS["stsb"], "cola": GLUE_TASKS["cola"], "rte": rte})
+    assert isinstance(model.heads["stsb"], LinearHead) and isinstance(model.heads["rte"], SANHead)
+    linears = [(name, module) for name, module in model.heads.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert {name for name, _ in linears} == {"stsb.out_proj", "cola.out_proj", "rte.summary", "rte.bilinear",
+                                             "rte.classifier"}
+    for name, layer in linears:
+        assert layer.weight.mean().abs() < 0.35, name  # a 32-value mean of N(0, 0.5) has std 0.09
+        assert 0.3 < layer.weight.std() < 0.7, name
+        assert layer.bias is None or not layer.bias.any(), name
+    bound = 32 ** -0.5  # the GRU cell keeps PyTorch's uniform(+-1/sqrt(hidden))
+    assert all(parameter.abs().max() <= bound for parameter in model.heads["rte"].gru.parameters())
+
+
+def test_initializer_range_falls_back_to_transformers_default():
+    assert initializer_range_of(SimpleNamespace(initializer_range=0.1)) == 0.1
+    assert initializer_range_of(SimpleNamespace()) == 0.02
+    assert initializer_range_of(SimpleNamespace(initializer_range=None)) == 0.02
+
+
+def test_head_initialisation_is_seeded():
+    heads = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        heads.append(SANHead(16, 3))
+    for first, second in zip(heads[0].parameters(), heads[1].parameters()):
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
 def _inputs(batch=3, seq=9, hidden=16):

@@ -58,6 +58,25 @@ def test_parity_with_bert_for_sequence_classification():
     torch.testing.assert_close(model("mnli", **inputs).logits, reference(**inputs).logits)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_head_starts_as_bert_for_sequence_classification_classifier_after_the_same_seed(tmp_path, seed):
+    """The Trainer arm of scripts/reproduce.py seeds, then loads `AutoModelForSequenceClassification`; mtdnn
+    seeds, then loads the encoder and builds its heads: the same seed gives the same head, draw for draw."""
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config().__class__(**{**tiny_bert_config().to_dict(), "initializer_range": 0.5})
+              ).save_pretrained(tmp_path)
+    torch.manual_seed(seed)
+    reference = BertForSequenceClassification.from_pretrained(tmp_path, num_labels=1).eval()
+    torch.manual_seed(seed)
+    model = MTDNNModel.from_encoder(str(tmp_path), {"stsb": GLUE_TASKS["stsb"]}).eval()
+    head = model.heads["stsb"].out_proj
+    assert 0.3 < reference.classifier.weight.std() < 0.7  # transformers drew it from N(0, 0.5)
+    torch.testing.assert_close(head.weight, reference.classifier.weight, rtol=0, atol=0)
+    torch.testing.assert_close(head.bias, reference.classifier.bias, rtol=0, atol=0)
+    inputs = _inputs()
+    torch.testing.assert_close(model("stsb", **inputs).logits, reference(**inputs).logits)
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = _model()
     model.save_pretrained(tmp_path)
