@@ -271,11 +271,9 @@ def run_export(args) -> int:
 
 
 def _quiet_libraries() -> None:
-    """The libraries' own progress bars (dataset caching, weight loading) only clutter mtdnn's output."""
-    import datasets
+    """transformers' own progress bars (weight loading) only clutter mtdnn's output; datasets' show tokenisation."""
     import transformers
 
-    datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 

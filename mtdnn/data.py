@@ -1,41 +1,95 @@
-"""Tokenised task data: tokenise each split once (cached on disk with `datasets`), pad per batch."""
+"""Tokenised task data as flat arrays (memory-mapped from the cache), padded only when a batch is collated.
+
+A split of all of MNLI is one array of token ids and one of offsets, not 400k Python lists: reading it costs
+the pages a batch touches, and the processes of one machine share them through the page cache.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 
 from mtdnn.config import DataSettings
-from mtdnn.sources import glue_dir_from, glue_file, load_split
 from mtdnn.tasks import TaskSpec
+from mtdnn.token_cache import ARRAYS, cached_split
 
-logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-"""Bump when the cached columns change, so that old caches are not read."""
+@dataclass(frozen=True)
+class Ragged:
+    """Rows of different lengths in one flat array: row i is `values[offsets[i]:offsets[i + 1]]`."""
+
+    values: np.ndarray
+    offsets: np.ndarray  # (rows + 1,)
+
+    @classmethod
+    def from_lists(cls, rows: list, dtype=np.int32) -> "Ragged":
+        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter((value for row in rows for value in row), dtype=dtype, count=int(lengths.sum()))
+        return cls(flat, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self.values[self.offsets[row] : self.offsets[row + 1]]
+
+    def __iter__(self):
+        return (self[row] for row in range(len(self)))
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def tolist(self) -> list[list[int]]:
+        return [self[row].tolist() for row in range(len(self))]
+
+    def padded(self, rows: np.ndarray, pad: int, ends: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, longest) values padded with `pad`, and the mask of real positions. `ends` cuts rows short."""
+        starts = self.offsets[rows]
+        ends = self.offsets[rows + 1] if ends is None else ends
+        lengths = ends - starts
+        mask = np.arange(lengths.max(initial=1)) < lengths[:, None]  # (rows, longest)
+        positions = np.where(mask, starts[:, None] + np.arange(mask.shape[1]), 0)
+        return np.where(mask, self.values[positions], pad), mask
 
 
 @dataclass
 class TaskData:
-    """One split of one task, tokenised: ragged token lists, padded only when a batch is collated."""
+    """One split of one task, tokenised. Ranking: `groups[i]:groups[i + 1]` are query i's candidate rows."""
 
     task: TaskSpec
     split: str
-    idx: list[int]
-    input_ids: list  # per example: list[int]; ranking: list[list[int]] (one per candidate)
-    token_type_ids: list | None
-    labels: list | None
+    idx: np.ndarray  # (examples,)
+    input_ids: Ragged  # one row per example (ranking: per candidate)
+    token_type_ids: Ragged | None
+    labels: np.ndarray | None  # class ids, values, the positive's position (ranking), multi-hot rows (multi-label)
     pad_token_id: int
+    groups: np.ndarray | None = None  # ranking: (examples + 1,) offsets into the candidate rows
+
+    @classmethod
+    def from_lists(cls, task: TaskSpec, split: str, idx: list, input_ids: list, token_type_ids: list | None,
+                   labels: list | None, pad_token_id: int) -> "TaskData":
+        """From token lists in memory (a few texts to predict); ranking: a list of candidates per example."""
+        groups = None
+        if task.type == "ranking":
+            groups = np.concatenate([[0], np.cumsum([len(group) for group in input_ids])])
+            input_ids = [ids for group in input_ids for ids in group]
+            token_type_ids = None if token_type_ids is None else [t for group in token_type_ids for t in group]
+        types = None if token_type_ids is None else Ragged.from_lists(token_type_ids, np.int8)
+        return cls(task, split, np.asarray(idx, dtype=np.int64), Ragged.from_lists(input_ids), types,
+                   None if labels is None else np.asarray(labels), pad_token_id, groups)
+
+    @classmethod
+    def open(cls, directory: Path, task: TaskSpec, split: str, pad_token_id: int) -> "TaskData":
+        """The arrays of a cache entry, memory-mapped (read-only)."""
+        arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r")
+                  for name in ARRAYS if (directory / f"{name}.npy").is_file()}
+        offsets = arrays["offsets"]
+        types = Ragged(arrays["token_type_ids"], offsets) if "token_type_ids" in arrays else None
+        return cls(task, split, arrays["idx"], Ragged(arrays["input_ids"], offsets), types, arrays.get("labels"),
+                   pad_token_id, arrays.get("groups"))
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -46,141 +100,50 @@ class TaskData:
 
     def lengths(self) -> np.ndarray:
         """Tokens per example (ranking: candidates x longest candidate), to bucket batches by length."""
-        if self.task.type == "ranking":
-            return np.array([len(group) * max(len(ids) for ids in group) for group in self.input_ids])
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        lengths = self.input_ids.lengths()
+        if self.groups is None:
+            return lengths
+        longest = np.maximum.reduceat(lengths, self.groups[:-1]) if len(lengths) else lengths
+        return longest * np.diff(self.groups)
 
     def collate(self, indices) -> dict[str, torch.Tensor]:
         """Pad the examples at `indices` to the longest of them; ranking pads groups to the largest group."""
-        if self.task.type == "ranking":
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.groups is not None:
             return self._collate_groups(indices)
-        sequences = [self.input_ids[i] for i in indices]
-        types = [self.token_type_ids[i] for i in indices] if self.token_type_ids is not None else None
-        batch = _pad(sequences, types, self.pad_token_id)
+        batch = self._pad(indices)
         if self.labels is not None:
             floats = self.task.type in ("regression", "multi_label_classification")  # multi-hot: (batch, num_labels)
-            batch["labels"] = torch.tensor([self.labels[i] for i in indices],
-                                           dtype=torch.float32 if floats else torch.long)
+            batch["labels"] = torch.as_tensor(np.asarray(self.labels[indices]),
+                                              dtype=torch.float32 if floats else torch.long)
         return batch
 
-    def _collate_groups(self, indices) -> dict[str, torch.Tensor]:
-        groups = [self.input_ids[i] for i in indices]
-        group_size = max(len(group) for group in groups)
-        sequences, types, present = [], [], []
-        for i, group in zip(indices, groups):
-            group_types = self.token_type_ids[i] if self.token_type_ids is not None else [None] * len(group)
-            for slot in range(group_size):
-                real = slot < len(group)
-                sequences.append(group[slot] if real else group[0][:2])
-                types.append((group_types[slot] if real else [0, 0]) if self.token_type_ids is not None else None)
-                present.append(real)
-        batch = _pad(sequences, types if self.token_type_ids is not None else None, self.pad_token_id)
-        batch = {key: value.view(len(groups), group_size, -1) for key, value in batch.items()}
-        batch["candidate_mask"] = torch.tensor(present).view(len(groups), group_size)  # (batch, group_size)
+    def _pad(self, rows: np.ndarray, ends: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        input_ids, mask = self.input_ids.padded(rows, self.pad_token_id, ends)  # (batch, seq)
+        batch = {"input_ids": torch.as_tensor(input_ids, dtype=torch.long),
+                 "attention_mask": torch.as_tensor(mask, dtype=torch.long)}
+        if self.token_type_ids is not None:
+            batch["token_type_ids"] = torch.as_tensor(self.token_type_ids.padded(rows, 0, ends)[0], dtype=torch.long)
+        return batch
+
+    def _collate_groups(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        starts, sizes = self.groups[indices], np.diff(self.groups)[indices]
+        group_size = int(sizes.max())
+        present = np.arange(group_size) < sizes[:, None]  # (batch, group_size)
+        # A missing candidate is a stand-in: the first two tokens of its query's first candidate, masked out.
+        rows = np.where(present, starts[:, None] + np.arange(group_size), starts[:, None]).reshape(-1)
+        ends = np.where(present.reshape(-1), self.input_ids.offsets[rows + 1],
+                        np.minimum(self.input_ids.offsets[rows] + 2, self.input_ids.offsets[rows + 1]))
+        batch = {key: value.view(len(indices), group_size, -1) for key, value in self._pad(rows, ends).items()}
+        batch["candidate_mask"] = torch.as_tensor(present)  # (batch, group_size)
         if self.labels is not None:
-            batch["labels"] = torch.tensor([self.labels[i] for i in indices], dtype=torch.long)
+            batch["labels"] = torch.as_tensor(np.asarray(self.labels[indices]), dtype=torch.long)
         return batch
-
-
-def _pad(sequences: list[list[int]], types: list[list[int]] | None, pad_token_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)  # (batch, seq)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    token_type_ids = torch.zeros((len(sequences), longest), dtype=torch.long) if types is not None else None
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        if token_type_ids is not None:
-            token_type_ids[row, : len(ids)] = torch.tensor(types[row])
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if token_type_ids is not None:
-        batch["token_type_ids"] = token_type_ids
-    return batch
-
-
-def cache_root(settings: DataSettings) -> Path:
-    if settings.cache_dir:
-        return Path(settings.cache_dir).expanduser()
-    if os.environ.get("MTDNN_CACHE"):
-        return Path(os.environ["MTDNN_CACHE"]).expanduser()
-    hf_home = os.environ.get("HF_HOME") or Path("~/.cache/huggingface").expanduser()
-    return Path(hf_home) / "mtdnn"
-
-
-def _tokenizer_fingerprint(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # truncation/padding state changes with each call; it is not part of the vocabulary
-        described = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-        text = json.dumps(described, sort_keys=True)
-    else:
-        text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return hashlib.sha256(f"{type(tokenizer).__name__}{tokenizer.model_input_names}{text}".encode()).hexdigest()
-
-
-def _source_fingerprint(task: TaskSpec, split: str, glue_dir: Path | None) -> str:
-    paths = []
-    if task.data_files and split in task.data_files:
-        paths.append(Path(task.data_files[split]).expanduser())
-    elif (path := glue_file(task, split, glue_dir)) is not None:
-        paths.append(path)
-    described = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.is_file()]
-    return json.dumps(described or [task.hub_dataset, task.hub_config, task.splits.get(split)])
-
-
-def _tokenize(columns: dict[str, list], task: TaskSpec, tokenizer, max_seq_length: int) -> dict[str, list]:
-    if task.type == "ranking":
-        queries = [q for q, group in zip(columns["text_a"], columns["candidates"]) for _ in group]
-        candidates = [c for group in columns["candidates"] for c in group]
-        encoded = tokenizer(queries, candidates, truncation=True, max_length=max_seq_length)
-        tokens = {"input_ids": [], "token_type_ids": []}
-        start = 0
-        for group in columns["candidates"]:
-            for key in tokens:
-                if key in encoded:
-                    tokens[key].append(encoded[key][start : start + len(group)])
-            start += len(group)
-    else:
-        encoded = tokenizer(columns["text_a"], columns.get("text_b"), truncation=True, max_length=max_seq_length)
-        tokens = {key: encoded[key] for key in ("input_ids", "token_type_ids") if key in encoded}
-    out = {"idx": columns["idx"], **{k: v for k, v in tokens.items() if v}}
-    if "label" in columns:
-        out["label"] = columns["label"]
-    return out
 
 
 def load_task_data(task: TaskSpec, split: str, tokenizer, settings: DataSettings,
                    max_samples: int | None = None) -> TaskData:
-    """Read, tokenise and cache one split; later calls with the same inputs read the cache."""
-    glue_dir = glue_dir_from(settings.glue_dir)
-    key = hashlib.sha256(json.dumps([
-        CACHE_VERSION, task.to_dict(), split, _source_fingerprint(task, split, glue_dir),
-        _tokenizer_fingerprint(tokenizer), settings.max_seq_length, max_samples,
-    ], sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = cache_root(settings) / f"{task.name}-{split}-{key}"
-    if path.is_dir():
-        dataset = datasets.load_from_disk(str(path))
-    else:
-        columns = load_split(task, split, glue_dir)
-        if max_samples is not None:
-            columns = {name: values[:max_samples] for name, values in columns.items()}
-        dataset = datasets.Dataset.from_dict(_tokenize(columns, task, tokenizer, settings.max_seq_length))
-        _save_atomically(dataset, path)
-    columns = dataset.to_dict()
-    return TaskData(
-        task=task, split=split, idx=columns["idx"], input_ids=columns["input_ids"],
-        token_type_ids=columns.get("token_type_ids"), labels=columns.get("label"),
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-    )
-
-
-def _save_atomically(dataset: datasets.Dataset, path: Path) -> None:
-    """Write the cache beside its final place and rename it in, so a crash never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        dataset.save_to_disk(str(staging / "data"))
-        os.replace(staging / "data", path)
-    except OSError as error:
-        logger.warning("could not cache tokenised data at %s (%s); continuing without a cache", path, error)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Read and tokenise one split (once: later calls with the same inputs map the cached arrays)."""
+    directory = cached_split(task, split, tokenizer, settings, max_samples)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return TaskData.open(directory, task, split, pad)

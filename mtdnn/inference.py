@@ -99,8 +99,8 @@ class Predictor:
         input_ids, types = encoded["input_ids"], encoded.get("token_type_ids")
         if task.type == "ranking":  # each (query, candidate) pair is scored on its own: a group of one
             input_ids, types = [[ids] for ids in input_ids], [[t] for t in types] if types is not None else None
-        data = TaskData(task=task, split="input", idx=list(range(len(first))), input_ids=input_ids,
-                        token_type_ids=types, labels=None, pad_token_id=self.tokenizer.pad_token_id or 0)
+        data = TaskData.from_lists(task, "input", list(range(len(first))), input_ids, types, None,
+                                   self.tokenizer.pad_token_id or 0)
         return task_logits(self.model, data, self.batch_size, self.device)
 
     def predict(self, task_name: str, texts: Sequence[Text]) -> list[Prediction]:

@@ -3,8 +3,8 @@ with the settings it was started with.
 
 The claim is a lock file created first, before anything else is written, and held (an advisory `flock`) for as
 long as the run lives: a second run started into the same directory, even seconds later, is refused, and a run
-killed at any moment (SIGKILL included) leaves the lock free for `--resume`. The lock file also marks the
-directory as a run's, so a run killed before its first log row is still recognised.
+killed at any moment (SIGKILL included) leaves the lock free for `--resume`. What a run leaves before its first
+log row or checkpoint (the lock and its config.yaml) is no run to protect: the next run clears it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from mtdnn.errors import MTDNNError
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".mtdnn-run.lock"
-RUN_FILES = ("metrics.jsonl", "config.yaml", "pretrain_config.yaml", "checkpoints", "last", "best", "checkpoint")
-"""What an mtdnn run writes at its top level: a directory holding any of these (or the lock) holds a run."""
+RUN_FILES = ("metrics.jsonl", "checkpoints", "last", "best", "checkpoint")
+"""What a run that has done some work leaves at its top level: a directory holding any of these holds a run."""
+SETUP_FILES = (LOCK_FILE, "config.yaml", "pretrain_config.yaml")
+"""What a run writes before any work: its lock and settings."""
 
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "data.glue_dir", "data.cache_dir", "train.eval_batch_size", "train.log_every_steps",
@@ -62,8 +64,8 @@ class RunDirectory:
         self.path, self.config_name = Path(path), config_name
         self._lock = None
 
-    def holds_run(self) -> bool:
-        return any((self.path / name).exists() or (self.path / name).is_symlink() for name in (LOCK_FILE, *RUN_FILES))
+    def _has(self, names) -> bool:
+        return any((self.path / name).exists() or (self.path / name).is_symlink() for name in names)
 
     def claim(self, settings: dict, overwrite: bool, resume: bool, has_checkpoint: bool) -> bool:
         """Lock the directory for this run and prepare it; returns whether the run resumes.
@@ -74,15 +76,15 @@ class RunDirectory:
         only once the run is accepted."""
         if self.path.exists() and not self.path.is_dir():
             raise MTDNNError(f"`output_dir` {self.path} is a file, not a directory; choose a directory for the run.")
-        holds_run = self.path.is_dir() and self.holds_run()
-        if self.path.is_dir() and not holds_run and any(self.path.iterdir()):
+        if self.path.is_dir() and any(self.path.iterdir()) and not self._has((*SETUP_FILES, *RUN_FILES)):
             raise MTDNNError(f"`output_dir` {self.path} is not empty and holds no mtdnn run; choose a new or empty "
                              "directory (mtdnn does not clear directories that it did not write).")
-        if holds_run and not (overwrite or resume):
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._acquire()  # before looking further: a run in progress is refused whatever the flags
+        if self._has(RUN_FILES) and not (overwrite or resume):
+            self.release()
             raise MTDNNError(f"output directory {self.path} already holds a run; choose another `output_dir`, pass "
                              "--resume to continue it, or --overwrite to replace it.")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._acquire()
         resuming = resume and has_checkpoint
         if resuming:
             self._check_resumable(settings)

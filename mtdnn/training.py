@@ -175,10 +175,11 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     config.data.check_train_caps(tasks)
     for encoder in model.encoders():
         check_sequence_length(config.data.max_seq_length, encoder.config)
-    train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.train_cap(name))
-                  for name, task in tasks.items() if "train" in (task.data_files or task.splits)}
-    dev_data = {name: load_task_data(task, "dev", tokenizer, config.data, config.data.max_eval_samples)
-                for name, task in tasks.items() if "dev" in (task.data_files or task.splits)}
+    with accelerator.main_process_first():  # the main process tokenises; the others then map its cache
+        train_data = {name: load_task_data(task, "train", tokenizer, config.data, config.data.train_cap(name))
+                      for name, task in tasks.items() if "train" in (task.data_files or task.splits)}
+        dev_data = {name: load_task_data(task, "dev", tokenizer, config.data, config.data.max_eval_samples)
+                    for name, task in tasks.items() if "dev" in (task.data_files or task.splits)}
     if not train_data:
         raise MTDNNError("none of the tasks in `tasks` has a `train` split; nothing to train on.")
     schedule, epochs, total_updates = build_schedule(

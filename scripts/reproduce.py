@@ -125,9 +125,9 @@ def run_trainer(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
     for split in ("train", "dev"):
         data = load_task_data(task, split, tokenizer, data_settings,
                               data_settings.max_eval_samples if split == "dev" else None)
-        columns = {"input_ids": data.input_ids, "labels": data.labels}
+        columns = {"input_ids": data.input_ids.tolist(), "labels": data.labels.tolist()}
         if data.token_type_ids is not None:
-            columns["token_type_ids"] = data.token_type_ids
+            columns["token_type_ids"] = data.token_type_ids.tolist()
         splits[split] = datasets.Dataset.from_dict(columns)
     regression = task.type == "regression"
     transformers.set_seed(seed)  # the classifier's initialisation, as mtdnn seeds its heads

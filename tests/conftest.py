@@ -111,7 +111,8 @@ def needs_glue(*relative: str):
     return pytest.mark.skipif(bool(missing), reason=f"GLUE data absent: {GLUE_DIR}/{missing[0] if missing else ''}")
 
 
-def make_checkpoint(directory: Path, model_dir: Path, tasks: list, max_seq_length: int = 32) -> Path:
+def make_checkpoint(directory: Path, model_dir: Path, tasks: list, max_seq_length: int = 32,
+                    data: dict | None = None) -> Path:
     """An untrained mtdnn checkpoint (random heads) on the model in `model_dir`: fast, and enough to test
     everything downstream of training (predict, submission files, export)."""
     import torch
@@ -123,7 +124,8 @@ def make_checkpoint(directory: Path, model_dir: Path, tasks: list, max_seq_lengt
     from mtdnn.tasks import resolve_tasks
 
     config = build_settings(Config, {"model": {"name_or_path": str(model_dir)}, "tasks": tasks,
-                                     "data": {"max_seq_length": max_seq_length}, "output_dir": str(directory)})
+                                     "data": {"max_seq_length": max_seq_length, **(data or {})},
+                                     "output_dir": str(directory)})
     torch.manual_seed(0)
     model = MTDNNModel.from_encoder(str(model_dir), resolve_tasks(config.tasks))
     save_checkpoint(directory / "best", model, load_tokenizer(str(model_dir)), config, {"step": 0})

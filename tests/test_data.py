@@ -3,7 +3,8 @@
 import torch
 
 from mtdnn.config import DataSettings
-from mtdnn.data import cache_root, load_task_data
+from mtdnn.data import load_task_data
+from mtdnn.token_cache import cache_root
 from mtdnn.pretrained import load_tokenizer
 from mtdnn.tasks import TaskSpec
 
@@ -14,7 +15,7 @@ def test_pairs_are_cls_a_sep_b_sep_and_padded_per_batch(tiny_model_dir, task_fil
     data = load_task_data(TaskSpec.from_dict(task_files["pair"]), "train", tokenizer, settings)
     first = data.input_ids[0]
     assert first[0] == tokenizer.cls_token_id and first[-1] == tokenizer.sep_token_id
-    assert first.count(tokenizer.sep_token_id) == 2 and len(first) <= 16
+    assert first.tolist().count(tokenizer.sep_token_id) == 2 and len(first) <= 16
     assert data.token_type_ids[0][-1] == 1 and data.token_type_ids[0][0] == 0
     indices = [0, 1, 2, 3]
     batch = data.collate(indices)
@@ -32,7 +33,7 @@ def test_tokenised_split_is_cached_and_reused(tiny_model_dir, task_files, tmp_pa
     cached = list(cache_root(settings).iterdir())
     assert len(cached) == 1 and len(first) == 10
     again = load_task_data(task, "train", tokenizer, settings, max_samples=10)
-    assert again.input_ids == first.input_ids and list(cache_root(settings).iterdir()) == cached
+    assert again.input_ids.tolist() == first.input_ids.tolist() and list(cache_root(settings).iterdir()) == cached
     load_task_data(task, "train", tokenizer, DataSettings(max_seq_length=8, cache_dir=str(tmp_path)), max_samples=10)
     assert len(list(cache_root(settings).iterdir())) == 2  # another length is another cache entry
 
@@ -43,7 +44,7 @@ def test_ranking_batches_are_query_by_candidate(tiny_model_dir, task_files, tmp_
                           DataSettings(max_seq_length=32, cache_dir=str(tmp_path)))
     batch = data.collate([0, 1])
     assert batch["input_ids"].shape[:2] == (2, 3) and batch["candidate_mask"].all()
-    assert batch["labels"].tolist() == data.labels[:2]
+    assert batch["labels"].tolist() == data.labels[:2].tolist()
 
 
 def test_the_cache_key_names_the_file_read_in_the_diagnostic_layout(tiny_model_dir, tmp_path):
@@ -59,3 +60,47 @@ def test_the_cache_key_names_the_file_read_in_the_diagnostic_layout(tiny_model_d
         settings = DataSettings(glue_dir=str(tmp_path / name), cache_dir=str(tmp_path / "cache"))
         indices.append(list(load_task_data(GLUE_TASKS["ax"], "test", tokenizer, settings).idx))
     assert indices == [[0], [5, 6]]
+
+
+def test_a_cached_split_is_flat_arrays_mapped_from_disk_not_python_lists(tiny_model_dir, task_files, tmp_path):
+    import numpy as np
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    settings = DataSettings(max_seq_length=16, cache_dir=str(tmp_path))
+    load_task_data(TaskSpec.from_dict(task_files["pair"]), "train", tokenizer, settings)  # cold: tokenises
+    data = load_task_data(TaskSpec.from_dict(task_files["pair"]), "train", tokenizer, settings)  # warm: maps
+    for array in (data.idx, data.input_ids.values, data.input_ids.offsets, data.token_type_ids.values, data.labels):
+        assert isinstance(array, np.memmap)
+    assert data.input_ids.values.dtype == np.int32 and data.token_type_ids.values.dtype == np.int8
+    assert len(data.input_ids.offsets) == len(data) + 1 == 65
+    assert data.lengths().sum() == data.input_ids.offsets[-1]
+    assert data.input_ids[0][0] == tokenizer.cls_token_id
+
+
+def test_ranking_groups_of_different_sizes_pad_with_masked_stand_ins(tiny_model_dir):
+    import numpy as np
+
+    from mtdnn.data import TaskData
+
+    task = TaskSpec(name="r", type="ranking", text_columns=("q", "a"))
+    groups = [[[2, 10, 3, 11, 3]], [[2, 12, 3, 13, 14, 3], [2, 12, 3, 15, 3], [2, 12, 3, 16, 17, 18, 3]]]
+    types = [[[0] * 3 + [1] * (len(ids) - 3) for ids in group] for group in groups]
+    data = TaskData.from_lists(task, "dev", [7, 9], groups, types, [0, 2], pad_token_id=0)
+    assert data.lengths().tolist() == [5, 3 * 7]  # candidates x longest candidate
+    batch = data.collate([0, 1])
+    assert batch["input_ids"].shape == (2, 3, 7) and batch["candidate_mask"].tolist() == [[True, False, False],
+                                                                                          [True, True, True]]
+    assert batch["input_ids"][0, 1].tolist() == [2, 10, 0, 0, 0, 0, 0]  # stand-in: 2 tokens of the first candidate
+    assert batch["attention_mask"][1, 2].sum() == 7 and batch["labels"].tolist() == [0, 2]
+    assert batch["token_type_ids"][1, 0].tolist() == [0, 0, 0, 1, 1, 1, 0]
+    np.testing.assert_array_equal(data.idx, [7, 9])
+
+
+def test_multi_label_rows_are_cached_as_a_matrix(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    (tmp_path / "tags.jsonl").write_text('{"text": "the dog", "tags": ["a", "c"]}\n{"text": "a cat", "tags": []}\n')
+    task = TaskSpec(name="tags", type="multi_label_classification", text_columns=("text",), label_column="tags",
+                    label_names=("a", "b", "c"), data_files={"train": str(tmp_path / "tags.jsonl")})
+    data = load_task_data(task, "train", tokenizer, DataSettings(max_seq_length=16, cache_dir=str(tmp_path / "c")))
+    assert data.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert data.collate([1, 0])["labels"].tolist() == [[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 import torch
-import yaml
 from accelerate import PartialState
 
 from mtdnn.cli import main
@@ -61,11 +60,7 @@ def capped_checkpoint(tiny_model_dir, task_files, tmp_path):
     """A checkpoint whose config caps dev/test sets at 3 examples; its task has a 24-example test split."""
     files = task_files["single"]["data_files"]
     task = {**task_files["single"], "data_files": {**files, "test": files["dev"]}}
-    checkpoint = make_checkpoint(tmp_path / "run", tiny_model_dir, [task])
-    config = yaml.safe_load((checkpoint / "mtdnn_config.yaml").read_text())
-    config["data"]["max_eval_samples"] = 3
-    (checkpoint / "mtdnn_config.yaml").write_text(yaml.safe_dump(config))
-    return checkpoint
+    return make_checkpoint(tmp_path / "run", tiny_model_dir, [task], data={"max_eval_samples": 3})
 
 
 def rows(path) -> int:

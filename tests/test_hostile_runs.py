@@ -119,12 +119,21 @@ def test_a_full_or_read_only_disk_during_a_save_keeps_the_last_checkpoint(config
     assert main(["evaluate", str(run / "last")]) == 0
 
 
-def test_a_run_killed_before_its_first_log_row_is_not_joined(config_path, tmp_path, capsys):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK_FILE).write_text("{}")  # what a run writes first
-    assert main(["train", str(config_path)]) == 2
-    refused(capsys, "already holds a run")
-    assert main(["train", str(config_path), "--resume"]) == 0  # no checkpoint: it starts again
+def test_what_a_run_killed_before_its_first_log_row_left_is_cleared_not_joined(config_path, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text("{}")  # the lock and settings are all such a run writes
+    (run / "config.yaml").write_text("tasks: [someone-elses]\n")
+    (run / "notes.txt").write_text("theirs")
+    assert main(["train", str(config_path)]) == 0
+    assert not (run / "notes.txt").exists()
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"] == 2
+
+
+def test_a_run_refused_for_bad_input_leaves_the_directory_usable(config_path, tmp_path, capsys):
+    assert main(["train", str(config_path), "--set", "data.max_seq_length=4096"]) == 2
+    refused(capsys, "max_seq_length")
+    assert main(["train", str(config_path)]) == 0
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(config_path, tmp_path, capsys):

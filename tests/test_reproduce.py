@@ -124,7 +124,7 @@ def test_the_trainer_reference_scores_predictions_against_their_own_labels(task_
     dev = load_task_data(task, "dev", load_tokenizer(str(tiny_model_dir)), DataSettings(max_seq_length=32))
     model = seen["model"].eval()
     with torch.no_grad():
-        logits = [model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits[0].numpy()
+        logits = [model(input_ids=torch.tensor([ids.tolist()]), token_type_ids=torch.tensor([types.tolist()])).logits[0].numpy()
                   for ids, types in zip(dev.input_ids, dev.token_type_ids)]
 
     def pairs(all_logits, labels):

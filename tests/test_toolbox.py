@@ -93,6 +93,6 @@ def test_toolbox_on_real_glue_data(tiny_model_dir, tmp_path, capsys):
     assert main(["train", str(_write(tmp_path / "config.yaml", config)), "--set", f"output_dir={out}"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 3 + 3 and set(printed["dev_metrics"]) == {"rte", "stsb", "cola"}
-    assert main(["predict", str(out / "best"), "--split", "test", "--tasks", "rte",
+    assert main(["predict", str(out / "best"), "--split", "test", "--tasks", "rte", "--max-samples", "24",
                  "--output-dir", str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "rte.tsv").read_text().count("\n") == 24 + 1
