@@ -3,14 +3,16 @@
 A run directory holds `checkpoints/step-N/` (the newest `train.keep_checkpoints` of them), `last`
 (a symlink to the newest) and `best/` (hard links to the files of the best one, so rotation never
 removes it). Every checkpoint is written into a hidden sibling and renamed into place: a crash or a
-full disk during a save leaves the previous checkpoints whole. Nothing is ever unpickled on load:
-weights are safetensors, settings YAML/JSON, optimizer and RNG state `torch.load(weights_only=True)`.
+full disk during a save leaves the previous checkpoints whole. Every checkpoint lists its files' sizes and
+sha256 in `mtdnn_manifest.json` (`mtdnn.manifest`), and is loaded whole or refused. Nothing is ever unpickled
+on load: weights are safetensors, settings YAML/JSON, optimizer and RNG state `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -18,14 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from mtdnn.config import Config, load_config, save_config
 from mtdnn.errors import MTDNNError
-from mtdnn.model import MTDNNModel
-from mtdnn.pretrained import load_tokenizer
+from mtdnn.manifest import REFUSAL_HINT, read_json, verify_files, write_manifest
+from mtdnn.model import TASKS_FILE, WEIGHTS_FILE, MTDNNModel
+from mtdnn.tasks import resolve_tasks
 
+CONFIG_FILE = "mtdnn_config.yaml"
 STATE_FILE = "trainer_state.json"
 TRAINING_STATE_FILE = "training_state.pt"
+"""Optimizer, scheduler and RNG state: only `--resume` needs it, and `best/` goes without it."""
+MODEL_FILES = ("config.json", WEIGHTS_FILE, TASKS_FILE)
+"""What `MTDNNModel.from_pretrained` reads (and checks against the manifest itself)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""What every tokenizer saves; a checkpoint without a manifest must hold them (without tokenizer.json, transformers
+would quietly build a tokenizer of five special tokens)."""
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -75,11 +86,12 @@ def save_checkpoint(directory: Path, model: MTDNNModel, tokenizer, config: Confi
     def write(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        save_config(config, staging / "mtdnn_config.yaml")
+        save_config(config, staging / CONFIG_FILE)
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
         if optimizer is not None:
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
                        staging / TRAINING_STATE_FILE)
+        write_manifest(staging, reuse_entries=True)  # last: it lists every file above
     _write_atomically(Path(directory), write)
 
 
@@ -110,22 +122,62 @@ def publish(output_dir: Path, checkpoint: Path, keep: int, is_best: bool) -> Non
 
 
 def load_training_state(directory: Path) -> dict:
-    path = Path(directory) / TRAINING_STATE_FILE
+    """What `--resume` restores (optimizer, scheduler, RNG), once it and `trainer_state.json` (the position) are
+    checked against the manifest and readable."""
+    directory = Path(directory)
+    path = directory / TRAINING_STATE_FILE
     if not path.is_file():
         raise MTDNNError(f"{directory} has no {TRAINING_STATE_FILE}: it cannot be resumed from.")
-    return torch.load(path, weights_only=True)
+    verify_files(directory, (TRAINING_STATE_FILE, STATE_FILE), warn_unverified=False)  # the model's load warns
+    position = read_json(directory / STATE_FILE).get("position")
+    if not isinstance(position, dict) or not all(isinstance(value, (int, float)) for value in position.values()):
+        raise MTDNNError(f"{directory / STATE_FILE} has no `position` mapping of numbers (step, epoch, batch); it "
+                         f"cannot be resumed from. {REFUSAL_HINT}")
+    try:
+        state = torch.load(path, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, IndexError,
+            TypeError, AttributeError, UnicodeDecodeError) as error:
+        raise MTDNNError(f"{path} cannot be read ({type(error).__name__}: {_first_line(error)}); it cannot be "
+                         f"resumed from. {REFUSAL_HINT}") from None
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng"} <= state.keys():
+        raise MTDNNError(f"{path} does not hold the optimizer, scheduler and RNG state that mtdnn saves; it cannot "
+                         f"be resumed from. {REFUSAL_HINT}")
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
 
 
 def load_checkpoint(directory: str | Path) -> tuple[MTDNNModel, object, Config, dict]:
-    """Model, tokenizer, the run's resolved config and trainer state of a checkpoint directory."""
+    """Model, tokenizer, the run's resolved config and trainer state of a checkpoint directory, each file checked
+    against the checkpoint's manifest first."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MTDNNError(f"checkpoint directory {directory} does not exist.")
-    if not (directory / "mtdnn_config.yaml").is_file():
-        raise MTDNNError(f"{directory} is not an mtdnn checkpoint (no mtdnn_config.yaml); "
+    if not (directory / CONFIG_FILE).is_file():
+        raise MTDNNError(f"{directory} is not an mtdnn checkpoint (no {CONFIG_FILE}); "
                          "point at the `last/` or `best/` directory of a run.")
-    model = MTDNNModel.from_pretrained(directory)
-    config = load_config(directory / "mtdnn_config.yaml")
-    state_path = directory / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    return model, load_tokenizer(str(directory)), config, state
+    # here every file but the model's (which from_pretrained checks as it reads them, and warns where unverified)
+    verify_files(directory, (CONFIG_FILE, *TOKENIZER_FILES), listed_too=True,
+                 skip=(*MODEL_FILES, TRAINING_STATE_FILE), warn_unverified=False)
+    config = load_config(directory / CONFIG_FILE)
+    try:  # its task names become paths too (`finetune --task` names the stage-3 run directory after one)
+        resolve_tasks(config.tasks)
+    except MTDNNError as error:
+        raise MTDNNError(f"{directory / CONFIG_FILE}: {error} {REFUSAL_HINT}") from None
+    state = read_json(directory / STATE_FILE) if (directory / STATE_FILE).is_file() else {}
+    model = MTDNNModel.from_pretrained(directory)  # before the tokenizer, which reads config.json too
+    return model, _load_tokenizer(directory), config, state
+
+
+def _load_tokenizer(directory: Path):
+    """The checkpoint's own tokenizer; files the tokenizer library cannot read are named, not a traceback."""
+    for name in (*TOKENIZER_FILES, "special_tokens_map.json", "added_tokens.json"):
+        if (directory / name).is_file():
+            read_json(directory / name)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as error:  # noqa: BLE001 - the library raises KeyError, TypeError... for a damaged file
+        raise MTDNNError(f"the tokenizer files of {directory} ({', '.join(TOKENIZER_FILES)}) cannot be read as a "
+                         f"tokenizer ({type(error).__name__}: {_first_line(error)}). {REFUSAL_HINT}") from error

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
@@ -20,9 +21,10 @@ from mtdnn import task_embeddings
 from mtdnn.errors import MTDNNError
 from mtdnn.heads import SANHead, build_head, initializer_range_of
 from mtdnn.losses import LOSSES
+from mtdnn.manifest import REFUSAL_HINT, read_json, verify_files, write_manifest
 from mtdnn.pretrained import load_encoder
 from mtdnn.sharing import soft_sharing_penalty
-from mtdnn.tasks import TaskSpec
+from mtdnn.tasks import TaskSpec, check_task_name
 
 WEIGHTS_FILE = "model.safetensors"
 TASKS_FILE = "mtdnn_tasks.json"
@@ -140,7 +142,7 @@ class MTDNNModel(nn.Module):
         return TaskOutput(loss=loss, logits=logits, sharing_penalty=self.sharing_penalty() if sharing_penalty else None)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Weights (safetensors), the encoder's config and the task table; no pickles."""
+        """Weights (safetensors), the encoder's config, the task table and a manifest of the files; no pickles."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.encoder.config.save_pretrained(directory)
@@ -150,33 +152,69 @@ class MTDNNModel(nn.Module):
             "format_version": FORMAT_VERSION, "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
             **({"encoder_groups": self.encoder_groups} if self.encoder_groups else {}),
         }, indent=2))
+        write_manifest(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "MTDNNModel":
-        """Load a model written by `save_pretrained` (an mtdnn checkpoint directory)."""
+        """Load a model written by `save_pretrained` (an mtdnn checkpoint directory). Its files are checked against
+        the directory's manifest first; a missing, changed or unreadable file is an MTDNNError naming it."""
         directory = Path(directory)
-        missing = [name for name in ("config.json", WEIGHTS_FILE, TASKS_FILE) if not (directory / name).is_file()]
-        if missing:
-            raise MTDNNError(
-                f"{directory} is not a complete mtdnn checkpoint: {', '.join(missing)} missing. "
-                "Point at a `last/` or `best/` directory of a run."
-            )
-        table = json.loads((directory / TASKS_FILE).read_text())
-        if table.get("format_version") != FORMAT_VERSION:
-            raise MTDNNError(
-                f"{directory / TASKS_FILE} has format version {table.get('format_version')}, this mtdnn reads "
-                f"version {FORMAT_VERSION}; use the mtdnn release that wrote it."
-            )
-        tasks = {name: TaskSpec.from_dict(values) for name, values in table["tasks"].items()}
-        state = load_file(directory / WEIGHTS_FILE)
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        if (directory / TASKS_FILE).is_file():  # another release's checkpoint is named as such, whatever else differs
+            cls._check_format_version(directory / TASKS_FILE)
+        verify_files(directory, ("config.json", WEIGHTS_FILE, TASKS_FILE))
+        tasks, groups = cls._read_task_table(directory / TASKS_FILE)
+        try:
+            state = load_file(directory / WEIGHTS_FILE)
+        except (SafetensorError, OSError) as error:
+            raise MTDNNError(f"{directory / WEIGHTS_FILE} cannot be read as safetensors ({error}). "
+                             f"{REFUSAL_HINT}") from None
+        try:
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        except Exception as error:  # noqa: BLE001 - transformers raises OSError, ValueError, TypeError...
+            raise MTDNNError(f"{directory / 'config.json'} does not describe an encoder transformers can build "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                             f"{REFUSAL_HINT}") from error
         if task_embeddings.names_in_state(state, "encoder."):
             task_embeddings.attach(encoder, task_embeddings.names_in_state(state, "encoder."))
-        model = cls(encoder, tasks, table.get("encoder_groups"))
-        result = model.load_state_dict(state, strict=False)
+        model = cls(encoder, tasks, groups)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # a tensor of another shape than the config and task table give
+            raise MTDNNError(f"{directory / WEIGHTS_FILE} does not match its task table and encoder config "
+                             f"({str(error).splitlines()[-1].strip()}).") from None
         if result.missing_keys or result.unexpected_keys:
             raise MTDNNError(
                 f"{directory / WEIGHTS_FILE} does not match its task table and encoder config "
                 f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})."
             )
         return model
+
+    @staticmethod
+    def _check_format_version(path: Path) -> None:
+        version = read_json(path).get("format_version")
+        if version != FORMAT_VERSION:
+            raise MTDNNError(f"{path} has format version {version}, this mtdnn reads version {FORMAT_VERSION}; use "
+                             "the mtdnn release that wrote it.")
+
+    @staticmethod
+    def _read_task_table(path: Path) -> tuple[dict[str, TaskSpec], list[list[str]] | None]:
+        """The tasks (each checked as a config's task is, its key its name) and encoder groups of a task table."""
+        table = read_json(path)
+        entries, groups = table.get("tasks"), table.get("encoder_groups")
+        if not isinstance(entries, dict) or not all(isinstance(values, dict) for values in entries.values()):
+            raise MTDNNError(f"{path}: `tasks` must map each task name to its definition. {REFUSAL_HINT}")
+        tasks = {}
+        for key, values in entries.items():
+            try:
+                check_task_name(key, f"the key {key!r} of `tasks`")
+                tasks[key] = TaskSpec.from_dict(values)
+            except (MTDNNError, TypeError, ValueError) as error:
+                raise MTDNNError(f"{path}: {error} {REFUSAL_HINT}") from None
+            if tasks[key].name != key:
+                raise MTDNNError(f"{path}: the task under the key {key!r} of `tasks` is named {tasks[key].name!r}; "
+                                 f"a task table holds each task under its own name. {REFUSAL_HINT}")
+        if groups is not None and not (isinstance(groups, list) and all(
+                isinstance(group, list) and group and all(name in tasks for name in group) for group in groups)):
+            raise MTDNNError(f"{path}: `encoder_groups` must be a list of groups of the table's task names. "
+                             f"{REFUSAL_HINT}")
+        return tasks, groups

@@ -6,8 +6,10 @@ GLUE is a set of rows; a user's own task is a mapping in the YAML config with th
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mtdnn.errors import MTDNNError
 
@@ -21,6 +23,10 @@ MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "exact_match")
 """Metrics of multi-label predictions (multi-hot vectors); exact_match is subset accuracy."""
 
 METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", *MULTI_LABEL_METRICS)
+
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""What a task name (and a task's `head`) may be. Task names become file names (tokenised caches, prediction
+files, fine-tuning runs), so a name is one plain path component; no dots, since a head is an `nn.ModuleDict` key."""
 
 ANSWER_MODULES = ("linear", "san")
 """What turns a task's encoder output into logits: the paper's linear head, or SAN (paper section 3.2)."""
@@ -51,7 +57,7 @@ class GlueFiles:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    """Task name, lower case (the Hugging Face GLUE config name for GLUE tasks)."""
+    """Task name (the Hugging Face GLUE config name for GLUE tasks); it names files, so it must match TASK_NAME."""
     type: str
     """One of TASK_TYPES."""
     text_columns: tuple[str, ...]
@@ -103,7 +109,10 @@ class TaskSpec:
         return len(self.label_names) if self.label_names else 1
 
     def __post_init__(self) -> None:
+        check_task_name(self.name, "task")
         where = f"task `{self.name}`"
+        if self.head is not None:
+            check_task_name(self.head, f"{where}: `head`")
         if self.type not in TASK_TYPES:
             raise MTDNNError(f"{where}: unknown type {self.type!r}; use one of {', '.join(TASK_TYPES)}.")
         if self.type.endswith("classification") and not self.label_names:
@@ -192,6 +201,26 @@ class TaskSpec:
         return cls(**values)
 
 
+def check_task_name(name: object, where: str) -> None:
+    """Refuse a task name that could not safely name a file; `where` says where it was given (a config key)."""
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+        raise MTDNNError(
+            f"{where}: {name!r} is not a valid task name. Task names become file names (caches, prediction files, "
+            f"runs), so a name must match `{TASK_NAME.pattern}`: a letter or digit, then at most 63 letters, "
+            "digits, `_` or `-` (no `/`, `\\`, `.`, spaces, nor an empty name). Rename the task."
+        )
+
+
+def path_for(directory: str | Path, name: str, suffix: str = "") -> Path:
+    """`directory / (name + suffix)`, refused unless that names a file directly inside `directory`: task names
+    are checked where tasks are defined, and this guards each place a name is joined into a path as well."""
+    file_name = f"{name}{suffix}"
+    if file_name in ("", ".", "..") or any(character in file_name for character in "/\\\0"):
+        raise MTDNNError(f"{file_name!r} cannot name a file inside {directory}: a name joined into a path must be a "
+                         f"single file name (no `/`, `\\`, nor `..`); task names must match `{TASK_NAME.pattern}`.")
+    return Path(directory) / file_name
+
+
 def _glue(name: str, type: str, text: tuple[str, ...], labels: tuple[str, ...] | None, metrics: tuple[str, ...],
           tsv_dir: str, tsv_text: tuple[str, ...], tsv_label: str | None, submission: str, **extra) -> TaskSpec:
     """A GLUE row: hub columns/splits as on `nyu-mll/glue`, TSV names as in `download_glue_data.py`."""
@@ -264,8 +293,11 @@ def resolve_tasks(entries: list) -> dict[str, TaskSpec]:
                 )
             task = GLUE_TASKS[entry]
         else:
-            if "name" not in entry:
-                raise MTDNNError(f"config key `tasks[{i}]` is a mapping without `name`.")
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise MTDNNError(f"config key `tasks[{i}]` must be a GLUE task name or a mapping with `name`.")
+            check_task_name(entry["name"], f"config key `tasks[{i}].name`")
+            if entry.get("head") is not None:
+                check_task_name(entry["head"], f"config key `tasks[{i}].head`")
             base = GLUE_TASKS.get(entry["name"])
             task = TaskSpec.from_dict({**base.to_dict(), **entry} if base else entry)
         if task.name in tasks:
