@@ -154,6 +154,7 @@ def run_evaluate(args) -> int:
 
 def run_predict(args) -> int:
     from mtdnn.evaluation import prediction_texts, predictions_from_logits, task_logits
+    from mtdnn.tasks import path_for
 
     if args.input is not None:
         return _predict_input(args)
@@ -168,7 +169,7 @@ def run_predict(args) -> int:
         task = task_data.task
         logits = task_logits(model, task_data, batch_size, device, progress=True)
         predictions = predictions_from_logits(task.type, logits, task.threshold)
-        path = output_dir / f"{name}.tsv"
+        path = path_for(output_dir, name, ".tsv")
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
             writer.writerow(["index", "prediction"])

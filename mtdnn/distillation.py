@@ -24,7 +24,7 @@ from mtdnn.config import Config
 from mtdnn.data import TaskData, load_task_data
 from mtdnn.errors import MTDNNError
 from mtdnn.run_dir import RunDirectory
-from mtdnn.tasks import TaskSpec, resolve_tasks
+from mtdnn.tasks import TaskSpec, path_for, resolve_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ SOFT_TARGETS = "soft_targets"
 
 
 def soft_target_file(directory: str | Path, task_name: str) -> Path:
-    return Path(directory) / f"{task_name}.safetensors"
+    return path_for(directory, task_name, ".safetensors")
 
 
 def _aligned(idx: list, logits: np.ndarray, order: list, teacher: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from mtdnn.checkpoint import load_checkpoint
 from mtdnn.config import Config, build_settings, read_yaml
 from mtdnn.errors import MTDNNError
 from mtdnn.model import MTDNNModel
-from mtdnn.tasks import GLUE_TASKS, TaskSpec, resolve_tasks
+from mtdnn.tasks import GLUE_TASKS, TaskSpec, path_for, resolve_tasks
 from mtdnn.training import train
 
 CHECKPOINT_CONFIG = "mtdnn_config.yaml"
@@ -49,7 +49,7 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     entry = _task_entry(task_name, values.get("tasks") if config_path is not None else None,
                         checkpoint_values.get("tasks"))
     if config_path is None or "output_dir" not in values:  # beside the checkpoint, not where its config points
-        values["output_dir"] = str(stage2_run(checkpoint) / "finetune" / task_name)
+        values["output_dir"] = str(path_for(stage2_run(checkpoint) / "finetune", task_name))
     values["tasks"] = [entry]
     data = dict(values.get("data") or {})
     if config_path is None:  # the cache is this machine's ($MTDNN_CACHE or $HF_HOME), not the checkpoint's

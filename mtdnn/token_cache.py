@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from mtdnn.config import DataSettings
 from mtdnn.sources import glue_dir_from, glue_file, load_split
-from mtdnn.tasks import TaskSpec
+from mtdnn.tasks import TaskSpec, path_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def cache_key(task: TaskSpec, split: str, tokenizer, settings: DataSettings, max
 
 def cached_split(task: TaskSpec, split: str, tokenizer, settings: DataSettings, max_samples: int | None) -> Path:
     """The cache entry of one split, tokenised now if it is not there yet."""
-    path = cache_root(settings) / f"{task.name}-{split}-{cache_key(task, split, tokenizer, settings, max_samples)}"
+    path = path_for(cache_root(settings), f"{task.name}-{split}-{cache_key(task, split, tokenizer, settings, max_samples)}")
     if not (path / DONE).is_file():
         columns = load_split(task, split, glue_dir_from(settings.glue_dir))
         if not isinstance(columns, datasets.Dataset):

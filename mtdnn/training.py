@@ -155,13 +155,13 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     )
     check_distribution(accelerator.distributed_type)
     output_dir = Path(config.output_dir)
+    tasks = resolve_tasks(config.tasks)  # a bad task definition is refused before the run directory is touched
     resume_from = step_checkpoints(output_dir)[-1] if resume and step_checkpoints(output_dir) else None
     if run is None and accelerator.is_main_process:  # --resume without a checkpoint yet starts the run again
         run = RunDirectory(output_dir)
         run.claim(config.to_dict(), overwrite, resume, resume_from is not None)
     accelerator.wait_for_everyone()
     set_seed(settings.seed)
-    tasks = resolve_tasks(config.tasks)
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path)
     if resume_from is not None:
         model = MTDNNModel.from_pretrained(resume_from)
