@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from transformers import DataCollatorForLanguageModeling
 
+from mtdnn.data_files import check_utf8_file
 from mtdnn.errors import MTDNNError
 from mtdnn.pretrain_config import MaskingSettings, TextSettings
-from mtdnn.sources import check_utf8_file, glue_dir_from, load_split
+from mtdnn.sources import glue_dir_from, load_split
 from mtdnn.tasks import GLUE_TASKS
 
 
@@ -47,7 +48,7 @@ def glue_sentences(task_names: list[str], glue_dir: str | None) -> list[str]:
             raise MTDNNError(f"config key `data.text_from_glue_tasks`: `{name}` is not a GLUE task with a training "
                              f"split; use some of {', '.join(usable)}.")
         columns = load_split(task, "train", glue_dir_from(glue_dir))
-        sentences += columns["text_a"] + columns.get("text_b", [])
+        sentences += [text for name in ("text_a", "text_b") if name in columns for text in columns[name]]
     return list(dict.fromkeys(sentences))  # pair tasks repeat sentences across rows
 
 

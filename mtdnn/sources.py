@@ -2,34 +2,25 @@
 
 Every source yields the same columns: `idx`, `text_a`, `text_b` (pairs), `label` (labelled splits);
 ranking tasks are grouped into `text_a` (query), `candidates` and `label` (the positive's position).
-Local files are UTF-8 text (.tsv/.csv with a header line, .json/.jsonl as JSON lines); the readers refuse anything
-else naming the file and line, and a train or dev split without a label on every row.
+Local files are read by mtdnn/data_files.py; a train or dev split needs a label on every row.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import csv
-import io
 import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import datasets
 
+from mtdnn.data_files import LINE, read_glue_tsv, read_local_file
 from mtdnn.errors import MTDNNError
-from mtdnn.tasks import MULTI_LABEL, GlueFiles, TaskSpec
+from mtdnn.tasks import MULTI_LABEL, TaskSpec
 
 logger = logging.getLogger(__name__)
-
-csv.field_size_limit(sys.maxsize)
-
-LINE = "__line__"
-"""Key under which file readers keep each record's line number, for error messages."""
 
 
 def glue_dir_from(configured: str | None) -> Path | None:
@@ -113,150 +104,6 @@ def encode_multi_label(raw, task: TaskSpec, where: str) -> list[int]:
     return hot
 
 
-BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))  # UTF-32 LE starts like UTF-16 LE
-
-JSON_LINES = ("a .json or .jsonl data file is read as JSON lines: one JSON object per line, its keys the column names "
-              "(a file holding one JSON array converts with `jq -c '.[]' FILE`)")
-
-
-def decode_utf8(data: bytes, path: Path | str, offset: int = 0, line: int = 1) -> str:
-    """`data` (bytes from `offset` of `path`, starting on `line`) as text; refused, naming the line and byte
-    offset, where it is not UTF-8 text: another encoding's byte-order mark, a byte that is not UTF-8, a NUL."""
-    for mark, encoding in BYTE_ORDER_MARKS if offset == 0 else ():
-        if data.startswith(mark):
-            raise MTDNNError(f"{path}: the file is {encoding} (it starts with a {encoding} byte-order mark); data "
-                             f"files must be UTF-8. Convert it (`iconv -f {encoding} -t UTF-8 {Path(path).name} > "
-                             "new`) and point the config at the converted file.")
-    try:
-        text = data.decode("utf-8")
-        if b"\0" not in data:
-            return text
-        bad = len(data)
-    except UnicodeDecodeError as error:
-        bad = error.start
-    nul = data.find(b"\0", 0, bad)  # the first problem is the one to name
-    if nul >= 0:
-        bad, problem = nul, ("a NUL byte: this is binary data (or UTF-16 without a byte-order mark), and data files "
-                             "must be UTF-8 text. Name the text file that was meant, or convert it to UTF-8.")
-    else:
-        problem = (f"byte 0x{data[bad]:02x} is not UTF-8, and data files must be UTF-8 text. Re-save the file as "
-                   "UTF-8 (e.g. `iconv -f latin1 -t UTF-8`), or name the text file that was meant.")
-    newline = b"\n"
-    raise MTDNNError(f"{path}, line {line + data.count(newline, 0, bad)} (byte {offset + bad}): {problem}")
-
-
-def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 data file, a leading byte-order mark dropped; anything else is refused (`decode_utf8`)."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise MTDNNError(f"cannot read data file {path}: {error.strerror}.") from None
-    return decode_utf8(data, path).removeprefix("\ufeff")
-
-
-def check_utf8_file(path: Path, chunk_size: int = 1 << 24) -> None:
-    """Refuse `path` unless it is UTF-8 text (as `decode_utf8`), read a chunk at a time: corpora can be large."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, line = 0, 1
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(chunk_size):
-                data = decoder.getstate()[0] + chunk  # with the start of a character the last chunk cut in two
-                try:
-                    decoder.decode(chunk)
-                    whole = len(data) - len(decoder.getstate()[0])
-                except UnicodeDecodeError:
-                    whole = len(data)  # decode_utf8 names the byte
-                decode_utf8(data[:whole], path, offset, line)
-                offset, line = offset + whole, line + data.count(b"\n", 0, whole)
-    except OSError as error:
-        raise MTDNNError(f"cannot read text file {path}: {error.strerror}.") from None
-    decode_utf8(decoder.getstate()[0], path, offset, line)  # a character cut off by the end of the file
-
-
-def _table_rows(path: Path, **dialect) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each row of a delimited file; a quoted field may span lines."""
-    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), **dialect)
-    rows, line = [], 1
-    try:
-        for row in reader:
-            rows.append((line, row))
-            line = reader.line_num + 1
-    except csv.Error as error:
-        raise MTDNNError(f"{path}, line {reader.line_num}: cannot be read as a delimited file ({error}).") from None
-    return rows
-
-
-def _table_records(path: Path, header: list[str], rows, header_line: int | None, separated: str,
-                   advice: str) -> list[dict]:
-    """Rows as records keyed by the header, each as long as the header; a column named twice is refused."""
-    repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
-    if repeated is not None:
-        raise MTDNNError(f"{path}, line {header_line}: the header names the column {repeated!r} twice; give each "
-                         "column its own name.")
-    records = []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise MTDNNError(f"{path}, line {line}: {len(row)} {separated} fields where the header has "
-                             f"{len(header)}; {advice}")
-        records.append({**dict(zip(header, row)), LINE: line})
-    return records
-
-
-def read_glue_tsv(path: Path, glue: GlueFiles) -> list[dict]:
-    """Rows of a GLUE TSV exactly as distributed: no quote processing, BOM stripped, optional header."""
-    rows = _table_rows(path, delimiter="\t", quoting=csv.QUOTE_NONE)
-    if not rows:
-        raise MTDNNError(f"{path} is empty.")
-    first = rows[0][1]
-    has_header = not (glue.headerless_columns and len(first) == len(glue.headerless_columns) and first[0] != "index")
-    header = first if has_header else list(glue.headerless_columns)
-    return _table_records(path, header, rows[1:] if has_header else rows, 1 if has_header else None,
-                          "tab-separated", "a GLUE file must be read without quote processing and keep every row "
-                          "whole; in your own file, a text must not hold a tab.")
-
-
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV file with a header line; blank lines are skipped."""
-    rows = [(line, row) for line, row in _table_rows(path) if row]
-    if not rows:
-        return []
-    return _table_records(path, rows[0][1], rows[1:], rows[0][0], "comma-separated",
-                          'quote a field that holds a comma ("a, b") and check that no field is missing.')
-
-
-def _json_object(pairs: list[tuple]) -> dict:
-    keys = [key for key, _ in pairs]
-    repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
-    if repeated is not None:
-        raise ValueError(f"the key {repeated!r} appears twice in one object; give each key once")
-    return dict(pairs)
-
-
-JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "true/false", type(None): "null"}
-
-
-def read_json_lines(path: Path) -> list[dict]:
-    """Records of a JSON-lines file (.json and .jsonl alike), one object per non-blank line."""
-    records = []
-    for number, line in enumerate(io.StringIO(read_utf8(path)), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line, object_pairs_hook=_json_object)
-        except json.JSONDecodeError as error:
-            raise MTDNNError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno}); "
-                             f"{JSON_LINES}.") from None
-        except (ValueError, RecursionError) as error:
-            raise MTDNNError(f"{path}, line {number}: {error}.") from None
-        if not isinstance(value, dict):
-            raise MTDNNError(f"{path}, line {number}: a JSON {JSON_KINDS[type(value)]}, not an object; "
-                             f"{JSON_LINES}.")
-        records.append({**value, LINE: number})
-    return records
-
-
 LABELLED_SPLITS = ("train", "dev")
 """Splits used for training and evaluation: every row needs a label. Test splits may be unlabeled."""
 
@@ -336,32 +183,54 @@ def _every_label(labels: list, records: list[dict], task: TaskSpec, label_column
     return labels
 
 
-def _read_local_file(path: Path) -> list[dict]:
-    if path.is_dir():
-        raise MTDNNError(f"data file {path} is a directory; name the file in it.")
-    if not path.is_file():
-        raise MTDNNError(f"data file {path} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix == ".tsv":
-        return read_glue_tsv(path, GlueFiles(files={}, text_columns=(), label_column=None))
-    if suffix == ".csv":
-        return read_csv(path)
-    if suffix in (".json", ".jsonl"):
-        return read_json_lines(path)
-    raise MTDNNError(f"data file {path}: unsupported extension {suffix!r}; use .tsv, .csv, .json or .jsonl.")
-
-
-def _load_hub(task: TaskSpec, split: str) -> list[dict]:
+def _load_hub(task: TaskSpec, split: str) -> datasets.Dataset:
     hub_split = task.splits[split]
     try:
-        dataset = datasets.load_dataset(task.hub_dataset, task.hub_config, split=hub_split)
+        return datasets.load_dataset(task.hub_dataset, task.hub_config, split=hub_split)
     except Exception as error:  # noqa: BLE001 - any hub/network failure becomes one clear message below
         raise ConnectionError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
-    return dataset.to_list()
 
 
-def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, list]:
-    """Columns (`idx`, `text_a`, [`text_b`], [`label`]) of one split of one task."""
+def hub_columns(dataset: datasets.Dataset, task: TaskSpec, split: str, source: str) -> datasets.Dataset:
+    """A hub split's standard columns, computed batch by batch with `datasets.map`: the data stays in Arrow (a
+    Python list per example would cost gigabytes for QQP or MNLI)."""
+    if len(dataset) == 0:
+        raise MTDNNError(f"{source}: the split is empty; task `{task.name}` needs at least one example.")
+    missing = [column for column in task.text_columns if column not in dataset.column_names]
+    if missing:
+        raise MTDNNError(f"{source}: no column {missing[0]!r} (task `{task.name}`); columns are "
+                         f"{dataset.column_names}.")
+    labelled = task.label_column in dataset.column_names
+    names = ("text_a", "text_b")[: len(task.text_columns)]
+
+    def convert(batch: dict[str, list], rows: list[int]) -> dict[str, list]:
+        index = batch.get(task.index_column) if task.index_column else None
+        out = {"idx": [_example_id(index[i] if index else None, row, f"{source}, row {row + 1}", task.index_column)
+                       for i, row in enumerate(rows)]}
+        for name, column in zip(names, task.text_columns):
+            out[name] = [_text(value, f"{source}, row {row + 1}", column) for value, row in zip(batch[column], rows)]
+        if labelled:
+            out["label"] = [encode_label(value, task, f"{source}, row {row + 1}")
+                            for value, row in zip(batch[task.label_column], rows)]
+        return out
+
+    columns = dataset.map(convert, batched=True, with_indices=True, remove_columns=dataset.column_names,
+                          desc=f"reading {task.name} {split}")
+    unlabelled = columns.data.column("label").null_count if labelled else len(columns)
+    if unlabelled == len(columns):  # a test split (the hub marks its rows -1)
+        if split in LABELLED_SPLITS:
+            raise MTDNNError(f"{source}: no labels; the `{split}` split of task `{task.name}` is used for training or "
+                             "evaluation, so every row needs a label.")
+        return columns.remove_columns("label") if labelled else columns
+    if unlabelled:
+        raise MTDNNError(f"{source}: {unlabelled} rows have no label for task `{task.name}`; label every row, or "
+                         "none (an unlabeled test split).")
+    return columns
+
+
+def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, list] | datasets.Dataset:
+    """Columns (`idx`, `text_a`, [`text_b`], [`label`]) of one split of one task: lists read from a file, or a
+    `datasets.Dataset` from the hub."""
     if split not in task.splits and not (task.data_files and split in task.data_files):
         raise MTDNNError(f"task `{task.name}` has no `{split}` split; it has {', '.join(task.splits)}.")
     glue_path = glue_file(task, split, glue_dir)
@@ -369,7 +238,7 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
         if split not in task.data_files:
             raise MTDNNError(f"task `{task.name}`: no file for split `{split}` in `data_files`.")
         path = Path(task.data_files[split]).expanduser()
-        records = _read_local_file(path)
+        records = read_local_file(path)
         if task.type == "ranking":
             records = expand_candidate_lists(records, task, str(path))
         columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
@@ -380,15 +249,16 @@ def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> dict[str, l
                                       task.glue.index_column, str(glue_path), split)
     elif task.hub_dataset:
         try:
-            records = _load_hub(task, split)
+            dataset = _load_hub(task, split)
         except ConnectionError as error:
             raise MTDNNError(
                 f"cannot load the `{split}` split of task `{task.name}`: tried {_glue_places(task, split, glue_dir)}, "
                 f"then the Hugging Face hub dataset {task.hub_dataset}/{task.hub_config}, which failed ({error}). "
                 "Point `data.glue_dir` at a `download_glue_data.py` directory or connect to the hub."
             ) from None
-        columns = _records_to_columns(records, task, task.text_columns, task.label_column, task.index_column,
-                                      f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]", split)
+        columns = hub_columns(dataset, task, split, f"{task.hub_dataset}/{task.hub_config}[{task.splits[split]}]")
+        if task.type == "ranking":  # grouping by query needs the whole split at once
+            columns = columns.to_dict()
     elif task.glue is not None and split in task.glue.files:
         raise MTDNNError(f"cannot load the `{split}` split of task `{task.name}`: it is read from the GLUE files only: "
                          f"{_glue_places(task, split, glue_dir)}.")

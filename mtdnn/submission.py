@@ -88,7 +88,7 @@ def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, 
                 logits = task_logits(model, data, batch_size, device, progress=True)
                 indices, predictions = data.idx, format_predictions(task, logits)
             else:  # a constant needs the row ids only, not the tokens
-                indices = load_split(task, "test", glue_dir_from(data_settings.glue_dir))["idx"]
+                indices = list(load_split(task, "test", glue_dir_from(data_settings.glue_dir))["idx"])
                 predictions = placeholder_predictions(task, len(indices))
         except MTDNNError as error:
             report.append(SubmissionFile(task.name, task.submission_file, None, f"no test data: {error}"))

@@ -139,13 +139,11 @@ def _write_arrays(table: pa.Table, directory: Path, task: TaskSpec) -> None:
     np.save(directory / "idx.npy", table.column("idx").to_numpy().astype(np.int64))
     sequences = {name: table.column(name) for name in ("input_ids", "token_type_ids") if name in table.column_names}
     if task.type == "ranking":  # list<list<int>>: the groups' offsets, then one row per candidate
-        groups = pa.chunked_array([pc.list_flatten(chunk) for chunk in sequences["input_ids"].chunks])
         sizes = np.concatenate([pc.list_value_length(c).to_numpy(zero_copy_only=False)
                                 for c in sequences["input_ids"].chunks]).astype(np.int64)
         np.save(directory / "groups.npy", np.concatenate([[0], np.cumsum(sizes)]))
         sequences = {name: pa.chunked_array([pc.list_flatten(chunk) for chunk in column.chunks])
                      for name, column in sequences.items()}
-        del groups
     offsets = _flat(sequences["input_ids"], directory / "input_ids.npy", np.int32)
     if "token_type_ids" in sequences:
         _flat(sequences["token_type_ids"], directory / "token_type_ids.npy", np.int8)

@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from mtdnn.checkpoint import (load_training_state, publish, restore_rng, save_checkpoint, step_checkpoints)
 from mtdnn.config import Config
-from mtdnn.data import TaskData, load_task_data
+from mtdnn.data import load_task_data
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.evaluation import evaluate_task
 from mtdnn.metrics import run_score

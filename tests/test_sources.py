@@ -153,7 +153,7 @@ def test_fallback_paths_survive_a_task_table_round_trip():
 
 def test_utf8_check_reads_in_chunks_and_names_the_first_bad_byte(tmp_path):
     """A character cut by a chunk boundary is whole text; a bad byte in a later chunk keeps its line and offset."""
-    from mtdnn.sources import check_utf8_file
+    from mtdnn.data_files import check_utf8_file
 
     path = tmp_path / "corpus.txt"
     path.write_bytes("é\n".encode() * 5 + b"ok\n")
@@ -181,3 +181,33 @@ def test_friendly_files_are_read(tmp_path):
     dev = load_split(task, "dev", None)
     assert dev["text_b"] == ["y", "y, z"] and dev["label"] == [0, 1] and dev["idx"] == [0, 1]
     assert "label" not in load_split(task, "test", None)
+
+
+def test_hub_data_stays_a_dataset_end_to_end(tiny_model_dir, tmp_path, monkeypatch):
+    """A hub split is converted with datasets.map and tokenised from Arrow, never as a list of records."""
+    import datasets
+
+    import mtdnn.sources as sources
+    from mtdnn.config import DataSettings
+    from mtdnn.data import load_task_data
+    from mtdnn.pretrained import load_tokenizer
+    from mtdnn.tasks import GLUE_TASKS
+
+    splits = {"train": datasets.Dataset.from_dict({"sentence1": ["the dog", "a cat", "the film"],
+                                                    "sentence2": ["a dog", "the cat", "a plot"],
+                                                    "label": [0, 1, 1], "idx": [10, 11, 12]}),
+              "test": datasets.Dataset.from_dict({"sentence1": ["the dog"], "sentence2": ["a cat"], "label": [-1],
+                                                  "idx": [0]})}
+    monkeypatch.setattr(sources.datasets, "load_dataset", lambda name, config, split: splits[split])
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setattr(datasets.Dataset, "to_list", lambda self: pytest.fail("a hub split became Python lists"))
+    task = GLUE_TASKS["rte"]
+    columns = sources.load_split(task, "train", None)
+    assert isinstance(columns, datasets.Dataset) and set(columns.column_names) == {"idx", "text_a", "text_b", "label"}
+    assert columns["idx"][:] == [10, 11, 12] and columns["label"][:] == [0, 1, 1]
+    assert "label" not in sources.load_split(task, "test", None).column_names  # the hub's -1: unlabelled
+    data = load_task_data(task, "train", load_tokenizer(str(tiny_model_dir)), DataSettings(cache_dir=str(tmp_path)))
+    assert data.idx.tolist() == [10, 11, 12] and data.labels.tolist() == [0, 1, 1]
+    splits["train"] = splits["train"].map(lambda row: {"label": -1})
+    with pytest.raises(MTDNNError, match=r"no labels; the `train` split of task `rte`"):
+        sources.load_split(task, "train", None)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import GLUE_DIR, make_checkpoint, needs_glue
 from mtdnn.cli import main
-from mtdnn.sources import read_glue_tsv
+from mtdnn.data_files import read_glue_tsv
 from mtdnn.submission import format_predictions
 from mtdnn.tasks import GLUE_TASKS
 
