@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mtdnn.data import TaskData
+from mtdnn.data_files import decode_utf8, read_utf8
 from mtdnn.errors import MTDNNError
 from mtdnn.evaluation import inference_device, task_logits
 from mtdnn.model import MTDNNModel
@@ -130,9 +131,7 @@ def read_inputs(path: str, task: TaskSpec, input_format: str | None = None) -> t
     The text columns are the task's `text_columns` (for GLUE tasks also the GLUE TSV names, so a GLUE
     test file can be given as it is); the id is the `index`/`idx` column where present, else the row number.
     """
-    handle: IO[str] = sys.stdin if path == "-" else _open(path)
-    with handle:
-        lines = handle.read().splitlines()
+    lines = (_read_stdin() if path == "-" else _read(path)).splitlines()
     source = "stdin" if path == "-" else path
     kind = input_format or (Path(path).suffix.lstrip(".").lower() if path != "-" else None)
     if kind is None:
@@ -156,10 +155,16 @@ def read_inputs(path: str, task: TaskSpec, input_format: str | None = None) -> t
     return ids, texts, kind
 
 
-def _open(path: str) -> IO[str]:
+def _read_stdin() -> str:
+    stream = getattr(sys.stdin, "buffer", None)  # bytes, so that a non-UTF-8 byte is one clear error
+    return decode_utf8(stream.read(), "stdin").removeprefix("\ufeff") if stream else sys.stdin.read()
+
+
+def _read(path: str) -> str:
+    """The input file's text: UTF-8 only, anything else refused naming the line and byte (`read_utf8`)."""
     if not Path(path).is_file():
         raise MTDNNError(f"input file {path} does not exist.")
-    return open(path, encoding="utf-8-sig", newline="")
+    return read_utf8(Path(path))
 
 
 def _tsv_records(lines: list[str], source: str) -> list[tuple[int, dict]]:

@@ -139,3 +139,15 @@ def test_pretrain_text_drops_a_utf8_byte_order_mark(tmp_path):
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfthe film\nthe dog\n")
     text, _ = read_text(TextSettings(text_files=[str(tmp_path / "bom.txt")], eval_lines=0), seed=0)
     assert list(text["text"]) == ["the film", "the dog"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text\n".encode("utf-16"), "the file is UTF-16"),
+    ("text\ncaf\xe9\n".encode("latin-1"), "line 2 (byte 8): byte 0xe9 is not UTF-8"),
+])
+def test_predict_input_files_must_be_utf8(tiny_checkpoint, tmp_path, capsys, content, message):
+    path = tmp_path / "inputs.tsv"
+    path.write_bytes(content)
+    assert main(["predict", str(tiny_checkpoint), "--task", "single", "--input", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "inputs.tsv" in error and "Traceback" not in error
