@@ -6,7 +6,7 @@ MTDNN := $(VENV)/bin/mtdnn
 export GLUE_DIR ?= $(abspath ../shared/data/glue)
 export HF_HOME ?= $(abspath .cache/huggingface)
 
-.PHONY: install test quickstart resume-demo pretrain pipeline pipeline-quick ablation clean bench reproduce transfer
+.PHONY: install test quickstart resume-demo pretrain pipeline pipeline-quick ablation clean bench reproduce transfer rehearsal
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ reproduce: install
 # (issue 8; docs/results.md): ~25 min on 2 idle cores, resumable. ARGS=--quick: a few minutes.
 transfer: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/transfer.py $(ARGS)
+
+# The paper's config on synthetic GLUE of the real sizes (issue 17; docs/performance.md): cold tokenisation, training,
+# 2 processes, every dev set and a complete submission. ARGS=--encoder=bert-base for a BERT-base-sized encoder.
+rehearsal: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/rehearsal.py --report docs/performance.md $(ARGS)
 
 clean:
 	rm -rf runs .cache

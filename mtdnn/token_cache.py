@@ -101,6 +101,7 @@ def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max
            path: Path) -> None:
     """Tokenise into a staging directory beside `path` and rename it in: a crash never leaves half an entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("tokenising %s %s: %d examples into %s", task.name, split, len(columns), path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         text = [name for name in ("text_a", "text_b", "candidates") if name in columns.column_names]

@@ -105,13 +105,15 @@ def test_two_processes_train_through_a_last_batch_of_one_example(tiny_model_dir,
               "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every_steps": 1}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "train", str(path),
                              "--set", f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["step"] == 4  # 2 epochs of 2 batches (8 + 1 examples)
+    # The main process tokenises; the other maps its cache: once per split, not once per process.
+    assert result.stderr.count("tokenising single train") == 1 and result.stderr.count("tokenising single dev") == 1
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4]
     assert all(row["loss"] == row["loss"] for row in logged if row["type"] == "train")  # finite, not NaN
