@@ -105,6 +105,26 @@ def _sample(child: subprocess.Popen, started: float, output: Path, log: Path | N
             "stdout": Path(f"{output}.out").read_text()}
 
 
+def mean_train_tokens(out: Path, encoder: str, max_seq_length: int, sample: int = 2000) -> float:
+    """Real (unpadded) tokens per training example of the paper's tasks, weighted by their sizes (proportional
+    sampling visits every example once an epoch), from the first `sample` examples of each training set."""
+    from transformers import AutoTokenizer
+
+    from mtdnn.sources import load_split
+    from mtdnn.tasks import GLUE_TASKS
+
+    tokenizer = AutoTokenizer.from_pretrained(out / f"encoder-{encoder}")
+    tokens = examples = 0.0
+    for name in ("mnli", "rte", "qqp", "qnli", "mrpc", "sst2", "cola", "stsb"):
+        columns = load_split(GLUE_TASKS[name], "train", out / "glue")
+        pairs = columns.get("text_b", [None] * len(columns["text_a"]))[:sample]
+        encoded = tokenizer(columns["text_a"][:sample], pairs if pairs[0] is not None else None, truncation=True,
+                            max_length=max_seq_length)
+        tokens += ROWS[name, "train"] * sum(map(len, encoded["input_ids"])) / len(encoded["input_ids"])
+        examples += ROWS[name, "train"]
+    return tokens / examples
+
+
 def dev_examples() -> int:
     return sum(rows for (task, split), rows in ROWS.items()
                if split.startswith("dev") and task in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"))
@@ -142,6 +162,7 @@ def rehearse(args) -> dict:
                            if k != "stdout"}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     result["examples_per_second"] = [row for row in rows if row["type"] == "train"][-1]["examples_per_second"]
+    result["mean_train_tokens"] = mean_train_tokens(out, args.encoder, args.max_seq_length)
     result["dev_metrics"] = [row for row in rows if row["type"] == "eval"][-1]["metrics"]
     rte = [*train[:-3], "--set", "tasks=[rte]", "--set", "train.max_steps=20", "--set", f"output_dir={run}-rte",
            "--overwrite"]  # RTE alone: the memory every process has without GLUE's big tasks
@@ -189,6 +210,9 @@ def table(results: list[dict]) -> list[str]:
         row("peak memory of each of 2 processes (`accelerate launch`)",
             lambda r: ", ".join(f"{m / 1024:.2f} GB" for m in sorted(r["launch"]["peak_rss_mb"])) if "launch" in r else "-"),
         row("training examples/s (last update)", lambda r: f"{r['examples_per_second']:.1f}"),
+        row("training real tokens/s (examples/s x real tokens per training example)",
+            lambda r: f"{r['examples_per_second'] * r['mean_train_tokens']:,.0f} "
+                      f"({r['mean_train_tokens']:.1f} tokens per example)"),
         row("evaluation of every dev set", lambda r: f"{dev_examples() / train_eval(r):.0f} examples/s "
             f"({dev_examples():,} in {train_eval(r):.0f} s)"),
         row("GLUE submission (every test set)", lambda r: f"{r['submission']['seconds']:.0f} s, "
@@ -198,6 +222,9 @@ def table(results: list[dict]) -> list[str]:
 
 def write_report(out: Path, report: Path) -> None:
     results = [json.loads(path.read_text()) for path in sorted(out.glob("results-*.json"))]
+    for result in results:  # runs recorded before this figure was
+        if "mean_train_tokens" not in result:
+            result["mean_train_tokens"] = mean_train_tokens(out, result["encoder"], 128)
     results.sort(key=lambda r: r["label"] != "before")
     lines = [REPORT_START, "", *table(results), "", REPORT_END]
     text = report.read_text()
