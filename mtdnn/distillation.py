@@ -9,32 +9,23 @@ task) over each task's training split, stores their logits per task in `<output_
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import PartialState
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from mtdnn.checkpoint import load_checkpoint, step_checkpoints
 from mtdnn.config import Config
-from mtdnn.data import TaskData, load_task_data
+from mtdnn.data import load_task_data
 from mtdnn.errors import MTDNNError
 from mtdnn.run_dir import RunDirectory
-from mtdnn.tasks import TaskSpec, path_for, resolve_tasks
+from mtdnn.soft_targets import SOFT_TARGETS, soft_target_file, up_to_date, write_soft_targets
+from mtdnn.tasks import TaskSpec, resolve_tasks
+from mtdnn.training import train
 
 logger = logging.getLogger(__name__)
-
-SOFT_TARGETS = "soft_targets"
-"""Directory of the soft-target files inside a distillation run."""
-
-
-def soft_target_file(directory: str | Path, task_name: str) -> Path:
-    return path_for(directory, task_name, ".safetensors")
-
 
 def _aligned(idx: list, logits: np.ndarray, order: list, teacher: str) -> np.ndarray:
     """`logits` rows (in `idx` order) in the order of `order` (another teacher's `idx`)."""
@@ -81,42 +72,8 @@ def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
     return result
 
 
-def write_soft_targets(directory: Path, task: TaskSpec, idx: list, logits: np.ndarray, teachers: list[Path]) -> Path:
-    path = soft_target_file(directory, task.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"task": task.name, "type": task.type, "teachers": json.dumps([str(t) for t in teachers])}
-    tensors = {"idx": torch.tensor(idx, dtype=torch.int64), "logits": torch.from_numpy(np.ascontiguousarray(logits))}
-    save_file(tensors, path, metadata=metadata)
-    return path
-
-
-def read_soft_targets(directory: str | Path, data: TaskData) -> torch.Tensor | None:
-    """The teachers' logits for the examples of `data`, in its order, (teachers, examples, outputs); None when
-    `directory` has no file for the task."""
-    path = soft_target_file(directory, data.task.name)
-    if not path.is_file():
-        return None
-    with safe_open(path, framework="pt") as handle:
-        idx, logits = handle.get_tensor("idx").tolist(), handle.get_tensor("logits")
-    row_of = {value: row for row, value in enumerate(idx)}
-    missing = [value for value in data.idx if value not in row_of]
-    if missing:
-        raise MTDNNError(f"{path} has no soft targets for example idx {missing[0]} of task `{data.task.name}` "
-                         f"({len(missing)} missing); rebuild them with `mtdnn distill` for this data.")
-    return logits[:, [row_of[value] for value in data.idx]]
-
-
-def _up_to_date(path: Path, teachers: list[Path]) -> bool:
-    if not path.is_file():
-        return False
-    with safe_open(path, framework="pt") as handle:
-        return json.loads(handle.metadata().get("teachers", "[]")) == [str(t) for t in teachers]
-
-
 def distill(config: Config, teachers: list[str | Path], overwrite: bool = False, resume: bool = False) -> Path:
     """Build (or reuse) the soft targets of the teachers' ensemble, then train the student of `config` on them."""
-    from mtdnn.training import train
-
     teachers = [Path(t).expanduser().resolve() for t in teachers]
     if not teachers:
         raise MTDNNError("mtdnn distill needs at least one teacher checkpoint (--teachers A,B,...).")
@@ -129,7 +86,7 @@ def distill(config: Config, teachers: list[str | Path], overwrite: bool = False,
         run.claim(config.to_dict(), overwrite, resume, bool(step_checkpoints(Path(config.output_dir))))
     tasks = {name: task for name, task in resolved.items() if "train" in (task.data_files or task.splits)}
     stale = {name: task for name, task in tasks.items()
-             if overwrite or not _up_to_date(soft_target_file(directory, name), teachers)}
+             if overwrite or not up_to_date(soft_target_file(directory, name), teachers)}
     if stale:
         for name, (idx, logits) in teacher_logits(teachers, stale, config).items():
             logger.info("soft targets for %s: %d examples from %d teacher(s)", name, len(idx), logits.shape[0])

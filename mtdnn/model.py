@@ -22,7 +22,7 @@ from mtdnn.errors import MTDNNError
 from mtdnn.heads import SANHead, build_head, initializer_range_of
 from mtdnn.losses import LOSSES
 from mtdnn.manifest import REFUSAL_HINT, read_json, verify_files, write_manifest
-from mtdnn.pretrained import load_encoder
+from mtdnn.pretrained import load_encoder, resolve
 from mtdnn.sharing import soft_sharing_penalty
 from mtdnn.tasks import TaskSpec, check_task_name
 
@@ -68,7 +68,7 @@ class MTDNNModel(nn.Module):
                      attn_implementation: str | None = None, encoder_groups: list[list[str]] | None = None,
                      use_task_embeddings: bool = False) -> "MTDNNModel":
         """A new multi-task model on a pre-trained (or randomly initialised) encoder, with fresh heads."""
-        return cls(load_encoder(name_or_path, from_scratch, attn_implementation), tasks, encoder_groups,
+        return cls(shared_encoder(name_or_path, from_scratch, attn_implementation), tasks, encoder_groups,
                    use_task_embeddings)
 
     def head_task(self, head_name: str) -> TaskSpec:
@@ -218,3 +218,12 @@ class MTDNNModel(nn.Module):
             raise MTDNNError(f"{path}: `encoder_groups` must be a list of groups of the table's task names. "
                              f"{REFUSAL_HINT}")
         return tasks, groups
+
+
+def shared_encoder(name_or_path: str, from_scratch: bool = False, attn_implementation: str | None = None) -> nn.Module:
+    """The encoder to start from: a hub id or directory of a pre-trained model, or an mtdnn checkpoint, whose weights
+    file nests the encoder's under `encoder.` (which `AutoModel` would silently not find)."""
+    source = resolve(name_or_path)
+    if not from_scratch and (Path(source) / TASKS_FILE).is_file():
+        return MTDNNModel.from_pretrained(source).encoder
+    return load_encoder(name_or_path, from_scratch, attn_implementation)

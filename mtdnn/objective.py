@@ -18,8 +18,8 @@ import torch
 from mtdnn.adversarial import adversarial_loss
 from mtdnn.config import Config
 from mtdnn.data import TaskData
-from mtdnn.distillation import read_soft_targets
 from mtdnn.losses import distillation_loss
+from mtdnn.soft_targets import read_soft_targets
 
 logger = logging.getLogger(__name__)
 

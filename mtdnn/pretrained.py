@@ -53,16 +53,10 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_encoder(name_or_path: str, from_scratch: bool = False, attn_implementation: str | None = None):
-    """The shared encoder (`AutoModel`): pre-trained weights, or random weights from its config.
-
-    An mtdnn checkpoint directory gives its shared encoder (its weights file nests the encoder's under
-    `encoder.`, which `AutoModel` would silently not find)."""
+    """A pre-trained encoder (`AutoModel`), or random weights from its config (`model.shared_encoder` also reads
+    mtdnn checkpoints)."""
     source = resolve(name_or_path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if not from_scratch and (Path(source) / "mtdnn_tasks.json").is_file():
-        from mtdnn.model import MTDNNModel  # model.py imports this module
-
-        return MTDNNModel.from_pretrained(source).encoder
     try:
         if from_scratch:
             return AutoModel.from_config(AutoConfig.from_pretrained(source), **kwargs)

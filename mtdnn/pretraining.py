@@ -28,9 +28,10 @@ from transformers import AutoConfig, AutoModelForMaskedLM, get_linear_schedule_w
 
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.mlm_data import MaskedText, read_text, tokenize_text
+from mtdnn.model import shared_encoder
 from mtdnn.optimization import build_optimizer
 from mtdnn.pretrain_config import PretrainConfig
-from mtdnn.pretrained import check_sequence_length, load_encoder, load_tokenizer, resolve
+from mtdnn.pretrained import check_sequence_length, load_tokenizer, resolve
 from mtdnn.run_dir import RunDirectory
 from mtdnn.sampling import task_batches
 from mtdnn.training import SignalCatcher, apply_gradients, check_distribution, process_share, whole_windows
@@ -193,7 +194,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     train_data, eval_batches, held_out_lines = load_data(config, tokenizer)
     source, from_scratch = str(resume_from or config.model.name_or_path), config.model.from_scratch and not resume_from
     model = load_masked_lm(source, from_scratch, config.model.attn_implementation)
-    extras = encoder_extras(model, load_encoder(source, from_scratch))
+    extras = encoder_extras(model, shared_encoder(source, from_scratch))
     check_sequence_length(config.data.max_seq_length, model.config)
 
     global_batch = settings.batch_size * accelerator.num_processes

@@ -14,7 +14,7 @@ from mtdnn.checkpoint import load_checkpoint, save_checkpoint
 from mtdnn.cli import main
 from mtdnn.config import build_settings, Config
 from mtdnn.data import load_task_data
-from mtdnn.distillation import read_soft_targets, write_soft_targets
+from mtdnn.soft_targets import read_soft_targets, write_soft_targets
 from mtdnn.errors import MTDNNError
 from mtdnn.evaluation import task_logits
 from mtdnn.losses import distillation_loss
