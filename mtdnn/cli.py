@@ -31,11 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="multi-task fine-tuning from a YAML config")
     train.add_argument("config", help="YAML config file")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set train.max_steps=20 (repeatable)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint in output_dir (start afresh if there is none)")
+    _add_run_flags(train)
 
     for name, help_text in (("evaluate", "print dev/test metrics of a checkpoint as JSON"),
                             ("predict", "write one index<TAB>prediction file per task")):
@@ -57,14 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_flags(command: argparse.ArgumentParser) -> None:
+    """--set, --overwrite and --resume: the flags of every command that starts a run (train, pretrain, finetune,
+    distill)."""
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config key, e.g. --set train.max_steps=20 (repeatable)")
+    command.add_argument("--overwrite", action="store_true", help="replace the run in output_dir wholly")
+    command.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest "
+                         "checkpoint, with the same settings (start afresh if it has none)")
+
+
+def _print_run(output_dir: Path, **extra) -> None:
+    """What a finished training run prints: its directory, last step and final dev metrics (and `extra`)."""
+    from mtdnn.checkpoint import STATE_FILE
+
+    state = json.loads((output_dir / "last" / STATE_FILE).read_text())
+    print(json.dumps({"output_dir": str(output_dir), **extra, "step": state["step"],
+                      "dev_metrics": state.get("dev_metrics")}, indent=2))
+
+
 def _add_distill_command(commands) -> None:
     distill = commands.add_parser("distill", help="train a student on an ensemble of teacher checkpoints' soft targets")
     distill.add_argument("config", help="YAML config of the student (its tasks, data and training)")
     distill.add_argument("--teachers", required=True, help="comma-separated teacher checkpoint directories")
-    distill.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a config key, e.g. --set train.distillation.weight=0.7 (repeatable)")
-    distill.add_argument("--overwrite", action="store_true", help="replace an existing run and its soft targets")
-    distill.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+    _add_run_flags(distill)
 
 
 def _add_predict_arguments(predict: argparse.ArgumentParser) -> None:
@@ -89,10 +101,7 @@ def _add_stage_commands(commands) -> None:
     finetune.add_argument("config", nargs="?", help="YAML config for stage 3 (default: the checkpoint's config)")
     finetune.add_argument("--task", required=True, help="the task to fine-tune")
     for command in (pretrain, finetune):
-        command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override a config key, e.g. --set train.max_steps=20 (repeatable)")
-        command.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir")
-        command.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
+        _add_run_flags(command)
     export = commands.add_parser("export", help="write one task as an AutoModelForSequenceClassification directory")
     export.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last)")
     export.add_argument("output_dir", help="directory to write")
@@ -187,9 +196,7 @@ def run_train(args) -> int:
 
     output_dir = train(config, overwrite=args.overwrite, resume=args.resume)
     if PartialState().is_main_process:  # under `accelerate launch`, print once
-        state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
-        print(json.dumps({"output_dir": str(output_dir), "step": state["step"],
-                          "dev_metrics": state.get("dev_metrics")}, indent=2))
+        _print_run(output_dir)
     return 0
 
 
@@ -250,9 +257,7 @@ def run_finetune(args) -> int:
     from mtdnn.finetuning import finetune
 
     output_dir = finetune(args.checkpoint, args.task, args.config, args.overrides, args.overwrite, args.resume)
-    state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
-    print(json.dumps({"output_dir": str(output_dir), "task": args.task, "step": state["step"],
-                      "dev_metrics": state.get("dev_metrics")}, indent=2))
+    _print_run(output_dir, task=args.task)
     return 0
 
 
@@ -285,9 +290,7 @@ def run_distill(args) -> int:
 
     config = load_config(args.config, args.overrides)
     output_dir = distill(config, _task_list(args.teachers), overwrite=args.overwrite, resume=args.resume)
-    state = json.loads((output_dir / "last" / "trainer_state.json").read_text())
-    print(json.dumps({"output_dir": str(output_dir), "step": state["step"], "dev_metrics": state.get("dev_metrics"),
-                      "soft_targets": config.train.distillation.soft_targets}, indent=2))
+    _print_run(output_dir, soft_targets=config.train.distillation.soft_targets)
     return 0
 
 

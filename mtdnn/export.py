@@ -18,8 +18,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from mtdnn import task_embeddings
+from mtdnn.checkpoint import CHECKPOINTS, CONFIG_FILE
 from mtdnn.errors import MTDNNError
-from mtdnn.model import MTDNNModel
+from mtdnn.model import TASKS_FILE, MTDNNModel
 from mtdnn.run_dir import LOCK_FILE
 from mtdnn.tasks import TaskSpec
 
@@ -138,14 +139,14 @@ def check_export_dir(output_dir: str | Path, overwrite: bool) -> None:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise MTDNNError(f"export directory {output_dir} is a file; give a directory to write the model into.")
-    inside = next((parent for parent in output_dir.resolve().parents if (parent / "mtdnn_tasks.json").is_file()), None)
+    inside = next((parent for parent in output_dir.resolve().parents if (parent / TASKS_FILE).is_file()), None)
     if inside is not None:
         raise MTDNNError(f"export directory {output_dir} is inside the mtdnn checkpoint {inside}; an export never "
                          "writes into one. Give a directory outside it.")
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     ours = {path.name for path in output_dir.iterdir()}
-    if ours & {"mtdnn_tasks.json", "mtdnn_config.yaml", "checkpoints", "metrics.jsonl", LOCK_FILE}:
+    if ours & {TASKS_FILE, CONFIG_FILE, CHECKPOINTS, "metrics.jsonl", LOCK_FILE}:
         raise MTDNNError(f"export directory {output_dir} holds an mtdnn checkpoint or run; an export never writes "
                          "into one. Give a new directory.")
     if not overwrite:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtdnn.checkpoint import load_checkpoint
+from mtdnn.checkpoint import CONFIG_FILE, load_checkpoint
 from mtdnn.config import Config, build_settings, read_yaml
 from mtdnn.errors import MTDNNError
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec, path_for, resolve_tasks
 from mtdnn.training import train
-
-CHECKPOINT_CONFIG = "mtdnn_config.yaml"
-
 
 def _task_entry(task_name: str, *task_lists: list) -> str | dict:
     """The first entry naming `task_name` in the given `tasks` lists (a GLUE name or an own task's mapping)."""
@@ -44,7 +41,7 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the tokenizer is the checkpoint's. From the checkpoint's config, the task sampling
     strategy and distillation (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """
-    checkpoint_values = read_yaml(checkpoint / CHECKPOINT_CONFIG)
+    checkpoint_values = read_yaml(checkpoint / CONFIG_FILE)
     values = read_yaml(config_path) if config_path is not None else dict(checkpoint_values)
     entry = _task_entry(task_name, values.get("tasks") if config_path is not None else None,
                         checkpoint_values.get("tasks"))
@@ -68,7 +65,7 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     if model.get("sharing") == "soft":  # the stage-3 model has the one encoder its task was trained with
         model.update(sharing="hard", encoder_groups=None)
     values["model"] = model
-    return build_settings(Config, values, overrides, config_path or checkpoint / CHECKPOINT_CONFIG)
+    return build_settings(Config, values, overrides, config_path or checkpoint / CONFIG_FILE)
 
 
 def single_task_model(model: MTDNNModel, task: TaskSpec) -> MTDNNModel:

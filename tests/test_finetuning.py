@@ -70,7 +70,7 @@ def test_stage_3_keeps_its_task_cap_and_leaves_multi_task_settings_behind(stage2
     values["train"]["distillation"] = {"soft_targets": str(tmp_path / "targets"), "weight": 0.7}
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    (checkpoint / finetuning.CHECKPOINT_CONFIG).write_text(yaml.safe_dump(values))
+    (checkpoint / finetuning.CONFIG_FILE).write_text(yaml.safe_dump(values))
     config = finetuning.finetune_config(checkpoint, "single")
     assert config.data.train_cap("single") == 40 and config.data.max_train_samples == 40
     assert config.train.sampling.strategy == "proportional" and config.train.distillation.soft_targets is None
