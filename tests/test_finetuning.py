@@ -64,7 +64,7 @@ def test_finetune_config_file_sets_stage_3_hyper_parameters(stage2, task_files, 
 
 
 def test_stage_3_keeps_its_task_cap_and_leaves_multi_task_settings_behind(stage2, tmp_path):
-    values = yaml.safe_load((stage2 / finetuning.CHECKPOINT_CONFIG).read_text())
+    values = yaml.safe_load((stage2 / finetuning.CONFIG_FILE).read_text())
     values["data"]["max_train_samples"] = {"single": 40, "score": 30}
     values["train"]["sampling"] = {"strategy": "main_task_ratio", "main_task": "score", "ratio": 0.5}
     values["train"]["distillation"] = {"soft_targets": str(tmp_path / "targets"), "weight": 0.7}
