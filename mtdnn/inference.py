@@ -46,8 +46,9 @@ class Prediction:
         return {"label": self.label, "score": self.score, "probabilities": self.probabilities, **extra}
 
 
-def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> list[Prediction]:
-    """logits: (examples, num_outputs) of one task's head."""
+def prediction_objects(task: TaskSpec, logits: np.ndarray) -> list[Prediction]:
+    """A `Prediction` (label, score, probabilities) per row of logits, (examples, num_outputs), of one task's head;
+    `evaluation.predictions_from_logits` gives the bare class ids or values."""
     if task.type in ("regression", "ranking"):
         return [Prediction(label=None, score=float(row[0])) for row in logits]
     if task.type == "multi_label_classification":
@@ -106,7 +107,7 @@ class Predictor:
 
     def predict(self, task_name: str, texts: Sequence[Text]) -> list[Prediction]:
         """One Prediction per text: a string for single-sentence tasks, an (a, b) pair for pair tasks."""
-        return predictions_from_logits(self.task(task_name), self.logits(task_name, texts))
+        return prediction_objects(self.task(task_name), self.logits(task_name, texts))
 
 
 def split_texts(task: TaskSpec, texts: Sequence[Text]) -> tuple[list[str], list[str] | None]:
