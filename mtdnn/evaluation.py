@@ -24,8 +24,10 @@ def inference_device(requested: str | None = None) -> torch.device:
         device = torch.device(requested)
     except RuntimeError:
         raise MTDNNError(f"--device {requested!r} is not a device; use cpu, cuda, cuda:N or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MTDNNError(f"--device {requested}: no CUDA GPU is available here; use --device cpu or leave it out.")
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        name = "CUDA GPU" if device.type == "cuda" else f"{device.type} device"
+        raise MTDNNError(f"--device {requested}: no {name} is available here; use --device cpu or leave it out.")
     return device
 
 

@@ -8,6 +8,7 @@ Resumable checkpoints hold only safetensors and JSON: nothing is unpickled on `-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -191,11 +192,12 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     if tokenizer.mask_token is None:
         raise MTDNNError(f"the tokenizer of `{config.model.name_or_path}` has no mask token; it cannot be used for "
                          "masked-LM pre-training.")
-    train_data, eval_batches, held_out_lines = load_data(config, tokenizer)
     source, from_scratch = str(resume_from or config.model.name_or_path), config.model.from_scratch and not resume_from
+    with contextlib.suppress(OSError, ValueError):  # before tokenising; an unreadable model is reported below
+        check_sequence_length(config.data.max_seq_length, AutoConfig.from_pretrained(resolve(source)))
+    train_data, eval_batches, held_out_lines = load_data(config, tokenizer)
     model = load_masked_lm(source, from_scratch, config.model.attn_implementation)
     extras = encoder_extras(model, shared_encoder(source, from_scratch))
-    check_sequence_length(config.data.max_seq_length, model.config)
 
     global_batch = settings.batch_size * accelerator.num_processes
     updates_per_epoch = max(1, -(-len(train_data) // global_batch) // settings.gradient_accumulation_steps)

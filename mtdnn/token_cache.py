@@ -114,9 +114,6 @@ def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max
         (staging / DONE).write_text(json.dumps({"task": task.name, "split": split, "examples": len(columns)}))
         shutil.rmtree(path, ignore_errors=True)  # an incomplete entry of an earlier, killed process
         os.replace(staging, path)
-    except OSError as error:
-        logger.warning("could not cache tokenised data at %s (%s)", path, error)
-        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

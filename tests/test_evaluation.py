@@ -35,6 +35,8 @@ def test_a_device_that_is_not_there_is_a_clear_error():
         inference_device("cuda")
     with pytest.raises(MTDNNError, match="is not a device"):
         inference_device("gpu0")
+    with pytest.raises(MTDNNError, match="no mps device is available"):
+        inference_device("mps")
 
 
 def test_evaluate_and_predict_run_on_the_accelerator_by_default(fake_gpu, tiny_checkpoint, tmp_path):
