@@ -79,11 +79,11 @@ def test_objective_mixes_hard_and_soft_losses(tiny_checkpoint):
     config.train.distillation.weight, config.train.distillation.temperature = 0.25, 1.0
     data = load_task_data(model.tasks["pair"], "train", tokenizer, config.data, 8)
     teachers = torch.randn(3, 8, 2)
-    objective = Objective(config, {"pair": teachers})
+    objective = Objective(config.train.distillation, soft_targets={"pair": teachers})
     positions = np.array([5, 1, 2])
     batch = data.collate(positions)
     output = model("pair", **batch)
     soft = distillation_loss("pair_classification", output.logits, teachers[:, positions])
     expected = 0.75 * output.loss + 0.25 * soft
     assert objective(model, model, "pair", batch, positions).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert Objective(config)(model, model, "pair", batch, positions).item() == pytest.approx(output.loss.item())
+    assert Objective()(model, model, "pair", batch, positions).item() == pytest.approx(output.loss.item())

@@ -47,14 +47,14 @@ def test_two_processes_share_the_schedule_and_gather_metrics_exactly(tiny_model_
 # Rank 1 alone receives SIGTERM during the optimizer step of update `number`; rank 0 never does.
 ONE_RANK_SIGNALLED = """
 import os, signal, sys
-import mtdnn.training as training
-number, calls, original = int(sys.argv[1]), [], training.apply_gradients
+import mtdnn.run_loop as run_loop
+number, calls, original = int(sys.argv[1]), [], run_loop.apply_gradients
 def apply_gradients(*args, **kwargs):
     original(*args, **kwargs)
     calls.append(1)
     if len(calls) == number and int(os.environ["RANK"]) == 1:
         os.kill(os.getpid(), signal.SIGTERM)
-training.apply_gradients = apply_gradients
+run_loop.apply_gradients = apply_gradients
 from mtdnn.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -86,7 +86,7 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_update(tiny_model_dir
 def test_process_share_weights_each_process_by_its_examples_and_gives_an_empty_one_a_zero_weight_example():
     import numpy as np
 
-    from mtdnn.training import process_share
+    from mtdnn.run_loop import process_share
 
     indices = np.array([7, 3, 5])
     shares = [process_share(indices, rank, 2) for rank in range(2)]
@@ -126,7 +126,7 @@ def test_sharded_setups_are_refused_with_a_clear_error(sharded):
     from accelerate.utils import DistributedType
 
     from mtdnn.errors import MTDNNError
-    from mtdnn.training import check_distribution
+    from mtdnn.run_loop import check_distribution
 
     with pytest.raises(MTDNNError, match=f"configured for {sharded}.*Train with DDP"):
         check_distribution(DistributedType[sharded])

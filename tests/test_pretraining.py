@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import mtdnn.pretraining as pretraining
+import mtdnn.run_loop as run_loop
 from conftest import GLUE_DIR, WORDS, needs_glue
 from mtdnn.cli import main
 from mtdnn.errors import MTDNNError
@@ -53,7 +54,7 @@ def test_pretrain_lowers_held_out_loss_and_writes_an_encoder_for_stage_2(tiny_mo
     out = tmp_path / "out"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "pretrain_config.yaml", "metrics.jsonl"):
         assert (out / name).is_file(), name
-    assert not (out / "checkpoint").exists()
+    assert not (out / "checkpoints").exists() and not (out / "last").exists()  # nothing left to resume
     encoder, info = AutoModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"]  # the pooler, which a masked-LM model lacks, is in the weights file too
     original = AutoModel.from_pretrained(tiny_model_dir)
@@ -90,17 +91,17 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_model_dir, t
     whole = load_pretrain_config(_config(tmp_path / "a", tiny_model_dir, text_file, **settings))
     expected = pretraining.pretrain(whole)
     crashing = load_pretrain_config(_config(tmp_path / "b", tiny_model_dir, text_file, **settings))
-    original = pretraining.save_checkpoint
+    original = run_loop.write_checkpoint
 
     def save_then_crash(directory, *args, **kwargs):
         original(directory, *args, **kwargs)
         if json.loads((directory / "trainer_state.json").read_text())["position"]["step"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretraining, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(run_loop, "write_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         pretraining.pretrain(crashing)
-    monkeypatch.setattr(pretraining, "save_checkpoint", original)
+    monkeypatch.setattr(run_loop, "write_checkpoint", original)
     with pytest.raises(MTDNNError, match="pass --resume to continue it"):
         pretraining.pretrain(crashing)
     resumed = pretraining.pretrain(crashing, resume=True)
@@ -119,20 +120,29 @@ def test_sigterm_finishes_the_step_saves_and_resume_matches_the_uninterrupted_ru
     settings = {"max_steps": 6, "log_every_steps": 1}
     assert main(["pretrain", _config(tmp_path / "a", tiny_model_dir, text_file, **settings)]) == 0
     stopped = _config(tmp_path / "b", tiny_model_dir, text_file, **settings)
-    original = pretraining.MetricsLog.write
+    original = run_loop.RunLog.write
 
     def write_then_terminate(self, row):  # SIGTERM arrives in the middle of step 3's bookkeeping
         original(self, row)
         if row.get("type") == "train" and row["step"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(pretraining.MetricsLog, "write", write_then_terminate)
+    monkeypatch.setattr(run_loop.RunLog, "write", write_then_terminate)
     handler = signal.getsignal(signal.SIGTERM)
     assert main(["pretrain", stopped]) == 128 + signal.SIGTERM
     assert "continue with --resume" in capsys.readouterr().err
-    state = json.loads((tmp_path / "b" / "out" / "checkpoint" / "trainer_state.json").read_text())
+    last = tmp_path / "b" / "out" / "last"
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["position"]["step"] == 3 and signal.getsignal(signal.SIGTERM) == handler
-    monkeypatch.setattr(pretraining.MetricsLog, "write", original)
+    # stage 1's checkpoint is stage 2's: a manifest, and the optimizer state in the one format (weights_only)
+    assert {"mtdnn_manifest.json", "training_state.pt", "model.safetensors"} <= {p.name for p in last.iterdir()}
+    monkeypatch.setattr(run_loop.RunLog, "write", original)
+    weights = last / "model.safetensors"
+    saved = weights.read_bytes()
+    weights.write_bytes(saved[:-8] + bytes(8))  # damaged in place: refused, naming the file, nothing overwritten
+    assert main(["pretrain", stopped, "--resume"]) == 2
+    assert "model.safetensors has changed since it was saved" in capsys.readouterr().err
+    weights.write_bytes(saved)
     assert main(["pretrain", stopped, "--resume"]) == 0
     reference = load_file(tmp_path / "a" / "out" / "model.safetensors")
     weights = load_file(tmp_path / "b" / "out" / "model.safetensors")

@@ -22,10 +22,10 @@ from mtdnn.training import train
 # Runs `mtdnn train` in a child process that kills itself at a chosen moment.
 KILLER = """
 import os, signal, sys
-import mtdnn.checkpoint as checkpoint, mtdnn.training as training
+import mtdnn.checkpoint as checkpoint, mtdnn.run_loop as run_loop
 moment, number = sys.argv[1], int(sys.argv[2])
 sig = signal.SIGTERM if moment == "sigterm_at_step" else signal.SIGKILL
-original_write, original_save = training.RunLog.write, checkpoint.save_config
+original_write, original_save = run_loop.RunLog.write, checkpoint.save_config
 def write(self, row):
     original_write(self, row)
     if moment in ("after_log", "sigterm_at_step") and row.get("type") == "train" and row["step"] == number:
@@ -34,7 +34,7 @@ def save_config(config, path):
     original_save(config, path)
     if moment == "during_save" and path.parent.name == f".step-{number}.saving":
         os.kill(os.getpid(), signal.SIGKILL)
-training.RunLog.write, checkpoint.save_config = write, save_config
+run_loop.RunLog.write, checkpoint.save_config = write, save_config
 from mtdnn.cli import main
 sys.exit(main(sys.argv[3:]))
 """
