@@ -6,14 +6,17 @@ config is a one-task config: the checkpoint's own, or a YAML file given for stag
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mtdnn.checkpoint import CONFIG_FILE, load_checkpoint
-from mtdnn.config import Config, build_settings, read_yaml
+from mtdnn.config import Config, DistillationSettings, ModelSettings, SamplingSettings, load_config
 from mtdnn.errors import MTDNNError
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec, path_for, resolve_tasks
 from mtdnn.training import train
+from mtdnn.yaml_settings import build_settings, read_yaml, with_overrides
+
 
 def _task_entry(task_name: str, *task_lists: list) -> str | dict:
     """The first entry naming `task_name` in the given `tasks` lists (a GLUE name or an own task's mapping)."""
@@ -33,39 +36,43 @@ def stage2_run(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
+def _without_stage_2_settings(config: Config) -> Config:
+    """The checkpoint's config less what only stage 2 means: the task sampling strategy and distillation (matters
+    of several tasks), and its cache directory (the machine's, $MTDNN_CACHE or $HF_HOME, not the checkpoint's)."""
+    return replace(config, data=replace(config.data, cache_dir=None),
+                   train=replace(config.train, sampling=SamplingSettings(), distillation=DistillationSettings()))
+
+
+def _checkpoint_model(model: ModelSettings, checkpoint: Path) -> ModelSettings:
+    """`model` starting from the checkpoint's encoder and tokenizer; under soft sharing, the one encoder its task
+    was trained with."""
+    one_encoder = {"sharing": "hard", "encoder_groups": None} if model.sharing == "soft" else {}
+    return replace(model, name_or_path=str(checkpoint), tokenizer=str(checkpoint), from_scratch=False, **one_encoder)
+
+
 def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | None = None,
                     overrides: list[str] | None = None) -> Config:
-    """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`.
+    """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`, then
+    `--set` overrides.
 
     `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint unless the
-    config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the tokenizer is the checkpoint's. From the checkpoint's config, the task sampling
-    strategy and distillation (stage-2 matters) are not inherited; per-task training caps keep this task's.
+    config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the
+    tokenizer is the checkpoint's. From the checkpoint's config, the task sampling strategy and distillation
+    (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """
-    checkpoint_values = read_yaml(checkpoint / CONFIG_FILE)
-    values = read_yaml(config_path) if config_path is not None else dict(checkpoint_values)
-    entry = _task_entry(task_name, values.get("tasks") if config_path is not None else None,
-                        checkpoint_values.get("tasks"))
-    if config_path is None or "output_dir" not in values:  # beside the checkpoint, not where its config points
-        values["output_dir"] = str(path_for(stage2_run(checkpoint) / "finetune", task_name))
-    values["tasks"] = [entry]
-    data = dict(values.get("data") or {})
-    if config_path is None:  # the cache is this machine's ($MTDNN_CACHE or $HF_HOME), not the checkpoint's
-        data.pop("cache_dir", None)
-        values["data"] = data
-    if isinstance(data.get("max_train_samples"), dict):  # per-task caps: keep this task's
-        data["max_train_samples"] = data["max_train_samples"].get(task_name)
-        values["data"] = data
-    if config_path is None:  # what only makes sense across several tasks is not inherited from stage 2
-        train_values = dict(values.get("train") or {})
-        train_values.pop("sampling", None)
-        train_values.pop("distillation", None)
-        values["train"] = train_values
-    model = {**(values.get("model") or {}), "name_or_path": str(checkpoint), "tokenizer": str(checkpoint),
-             "from_scratch": False}
-    if model.get("sharing") == "soft":  # the stage-3 model has the one encoder its task was trained with
-        model.update(sharing="hard", encoder_groups=None)
-    values["model"] = model
-    return build_settings(Config, values, overrides, config_path or checkpoint / CONFIG_FILE)
+    checkpoint_file = checkpoint / CONFIG_FILE
+    trained = load_config(checkpoint_file)
+    if config_path is None:
+        given, config = {}, _without_stage_2_settings(trained)
+    else:  # what the file itself sets (its tasks, its output_dir) decides, not the defaults filled in
+        given = read_yaml(config_path)
+        config = build_settings(Config, given, source=config_path)
+    entry = _task_entry(task_name, given.get("tasks"), trained.tasks)
+    if "output_dir" not in given:  # beside the checkpoint, not where its config points
+        config = replace(config, output_dir=str(path_for(stage2_run(checkpoint) / "finetune", task_name)))
+    config = replace(config, tasks=[entry], model=_checkpoint_model(config.model, checkpoint),
+                     data=replace(config.data, max_train_samples=config.data.train_cap(task_name)))
+    return with_overrides(config, overrides, config_path or checkpoint_file)
 
 
 def single_task_model(model: MTDNNModel, task: TaskSpec) -> MTDNNModel:

@@ -6,20 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtdnn.config import DEFAULT_MODEL, OptimizationSettings, build_settings, read_yaml
+from mtdnn.config import EncoderSettings, OptimizationSettings
 from mtdnn.errors import MTDNNError
-
-
-@dataclass
-class EncoderSettings:
-    name_or_path: str = DEFAULT_MODEL
-    """Hub id or local directory of the encoder to continue from (or whose config to start from)."""
-    tokenizer: str | None = None
-    """Tokenizer hub id or directory; defaults to `name_or_path`."""
-    from_scratch: bool = False
-    """Use only the model's config: every weight starts random."""
-    attn_implementation: str | None = None
-    """Attention kernel passed to transformers (`sdpa`, `eager`); None lets transformers choose."""
+from mtdnn.yaml_settings import build_settings, read_yaml
 
 
 @dataclass
@@ -76,13 +65,15 @@ class PretrainSettings(OptimizationSettings):
     eval_every_steps: int | None = None
     """Also compute the held-out MLM loss every N updates (it is always computed before and after)."""
     save_every_steps: int | None = 500
-    """Write a resumable `checkpoint/` every N updates (None: only at the end of each epoch)."""
+    """Write a resumable checkpoint `checkpoints/step-N/` every N updates, `last` linking to the newest (None: only
+    at the end of each epoch)."""
 
 
 @dataclass
 class PretrainConfig:
     model: EncoderSettings = field(default_factory=EncoderSettings)
-    """The encoder to pre-train: weights to continue from, or (`from_scratch: true`) only its config."""
+    """The encoder to pre-train: weights to continue from, or (`from_scratch: true`) only its config; not an mtdnn
+    checkpoint."""
     data: TextSettings = field(default_factory=TextSettings)
     """Where the text comes from and how it is cut into examples."""
     mlm: MaskingSettings = field(default_factory=MaskingSettings)
@@ -90,7 +81,8 @@ class PretrainConfig:
     train: PretrainSettings = field(default_factory=PretrainSettings)
     """Optimisation."""
     output_dir: str = "runs/pretrain"
-    """The pre-trained encoder and tokenizer (a `model.name_or_path` for `mtdnn train`), metrics, `checkpoint/`."""
+    """The pre-trained encoder and tokenizer (a `model.name_or_path` for `mtdnn train`), metrics, resumable
+    checkpoints `checkpoints/step-N/` and the `last` link to the newest."""
 
     def __post_init__(self) -> None:
         if not self.data.text_files and not self.data.text_from_glue_tasks:

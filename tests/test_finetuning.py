@@ -11,9 +11,11 @@ import mtdnn.finetuning as finetuning
 from conftest import tiny_bert_config
 from mtdnn.checkpoint import load_checkpoint
 from mtdnn.cli import main
+from mtdnn.config import Config, load_config, save_config
 from mtdnn.errors import MTDNNError
 from mtdnn.model import MTDNNModel
-from mtdnn.tasks import TaskSpec
+from mtdnn.tasks import TaskSpec, path_for
+from mtdnn.yaml_settings import build_settings, read_yaml
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,77 @@ def test_soft_sharing_gives_the_task_its_own_encoder(task_files):
     model = MTDNNModel(BertModel(tiny_bert_config()), tasks, encoder_groups=[["single"], ["score"]])
     assert finetuning.single_task_model(model, tasks["score"]).encoder is model.group_encoders["score"]
     assert finetuning.single_task_model(model, tasks["single"]).encoder is model.encoder
+
+
+def dict_edited_config(checkpoint, task_name, config_path=None, overrides=None) -> Config:
+    """The reference: stage 3's config as it was built before the typed rewrite, by editing the YAML mapping."""
+    checkpoint_values = read_yaml(checkpoint / finetuning.CONFIG_FILE)
+    values = read_yaml(config_path) if config_path is not None else dict(checkpoint_values)
+    entry = finetuning._task_entry(task_name, values.get("tasks") if config_path is not None else None,
+                                   checkpoint_values.get("tasks"))
+    if config_path is None or "output_dir" not in values:
+        values["output_dir"] = str(path_for(finetuning.stage2_run(checkpoint) / "finetune", task_name))
+    values["tasks"] = [entry]
+    data = dict(values.get("data") or {})
+    if config_path is None:
+        data.pop("cache_dir", None)
+        values["data"] = data
+    if isinstance(data.get("max_train_samples"), dict):
+        data["max_train_samples"] = data["max_train_samples"].get(task_name)
+        values["data"] = data
+    if config_path is None:
+        values["train"] = {key: value for key, value in (values.get("train") or {}).items()
+                           if key not in ("sampling", "distillation")}
+    model = {**(values.get("model") or {}), "name_or_path": str(checkpoint), "tokenizer": str(checkpoint),
+             "from_scratch": False}
+    if model.get("sharing") == "soft":
+        model.update(sharing="hard", encoder_groups=None)
+    values["model"] = model
+    return build_settings(Config, values, overrides, config_path or checkpoint / finetuning.CONFIG_FILE)
+
+
+MINE = {"name": "mine", "type": "single_classification", "text_columns": ["text"], "label_names": ["a", "b"],
+        "data_files": {"train": "mine.tsv"}}
+STAGE_2 = ["tasks=[rte, stsb, {name: mine, type: single_classification, text_columns: [text], label_names: [a, b]}]",
+           "data.cache_dir=/elsewhere/cache", "data.max_train_samples={rte: 40, mine: 30}", "train.epochs=4",
+           "train.sampling={strategy: main_task_ratio, main_task: rte, ratio: 0.5}", "output_dir=/elsewhere/run",
+           "train.distillation={soft_targets: /elsewhere/targets, weight: 0.7}", "train.learning_rate=3e-5"]
+
+
+@pytest.mark.parametrize("stage_2, task_name, stage_3, overrides", [
+    ([], "rte", None, []),
+    ([], "mine", None, ["train.learning_rate=2e-5", "data.max_train_samples=5", "train.sampling.ratio=2"]),
+    (["model.sharing=soft", "model.encoder_groups=[[rte], [stsb, mine]]"], "stsb", None, ["output_dir=/here"]),
+    (["data.max_train_samples=12", "model.task_embeddings=true"], "mnli", None, ["model.from_scratch=true"]),
+    ([], "mine", {"tasks": [{**MINE, "label_names": ["x", "y"]}], "train": {"epochs": 5}}, ["train.batch_size=4"]),
+    ([], "rte", {"output_dir": "/chosen", "data": {"cache_dir": "/mine", "max_train_samples": {"rte": 9, "x": 1}}},
+     []),
+    ([], "stsb", {"tasks": ["cola"], "model": {"sharing": "soft", "encoder_groups": [["cola"]]}}, ["data.glue_dir=/g"]),
+])
+def test_the_typed_stage_3_config_is_the_dict_edited_one(tmp_path, stage_2, task_name, stage_3, overrides):
+    """`finetune_config` builds on the Config with `dataclasses.replace`; it resolves to the config that editing
+    the YAML mapping gave, for the checkpoint's config and for a stage-3 file, with and without overrides."""
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-8"
+    checkpoint.mkdir(parents=True)
+    save_config(load_config(None, STAGE_2 + stage_2), checkpoint / finetuning.CONFIG_FILE)
+    config_path = None
+    if stage_3 is not None:
+        config_path = tmp_path / "stage3.yaml"
+        config_path.write_text(yaml.safe_dump(stage_3))
+    expected = dict_edited_config(checkpoint, task_name, config_path, overrides).to_dict()
+    assert finetuning.finetune_config(checkpoint, task_name, config_path, overrides).to_dict() == expected
+    assert expected["model"]["name_or_path"] == str(checkpoint)  # the cases reach what stage 3 changes
+
+
+@pytest.mark.parametrize("overrides", [["train.lr=1"], ["data.max_train_samples.rte.x=1"], ["train.epochs=0"],
+                                       ["model.sharing=medium"], ["tasks=[]"]])
+def test_stage_3_overrides_are_checked_as_before(tmp_path, overrides):
+    """A wrong `--set` on finetune is refused with the message the dict-edited config gave (unknown keys named)."""
+    checkpoint = tmp_path / "best"
+    checkpoint.mkdir()
+    save_config(load_config(None, STAGE_2), checkpoint / finetuning.CONFIG_FILE)
+    with pytest.raises(MTDNNError) as expected:
+        dict_edited_config(checkpoint, "rte", None, overrides)
+    with pytest.raises(MTDNNError) as error:
+        finetuning.finetune_config(checkpoint, "rte", None, overrides)
+    assert str(error.value) == str(expected.value)

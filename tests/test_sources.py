@@ -6,7 +6,8 @@ import pytest
 
 from conftest import GLUE_DIR, needs_glue
 from mtdnn.errors import MTDNNError
-from mtdnn.sources import encode_label, load_split
+from mtdnn.source_columns import encode_label
+from mtdnn.sources import load_split
 from mtdnn.tasks import GLUE_TASKS, TaskSpec, resolve_tasks
 
 
