@@ -1,12 +1,12 @@
-"""Run settings: typed dataclasses loaded from YAML, validated, overridable with `--set key=value`."""
+"""Run settings of stages 2 and 3: typed dataclasses, each field with its description and checks.
+
+They are read from YAML, with `--set key=value` overrides, by mtdnn/yaml_settings.py.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +15,8 @@ import yaml
 
 from mtdnn.errors import MTDNNError
 from mtdnn.tasks import GLUE_TASKS
+from mtdnn.tracking import check_tracker_names
+from mtdnn.yaml_settings import build_settings, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +24,39 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass
-class ModelSettings:
+class EncoderSettings:
+    """The `model` keys of every stage: which encoder and tokenizer to start from (stage 1 reads only these)."""
     name_or_path: str = DEFAULT_MODEL
-    """Hub id or local directory of a BERT-family encoder (or an mtdnn checkpoint)."""
+    """Hub id or local directory of a BERT-family encoder (stages 2 and 3: also an mtdnn checkpoint)."""
     tokenizer: str | None = None
     """Tokenizer hub id or directory; defaults to `name_or_path`."""
     from_scratch: bool = False
     """Build the encoder from its config with random weights instead of loading the weights."""
     attn_implementation: str | None = None
     """Attention kernel passed to transformers (`sdpa`, `eager`); None lets transformers choose."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 0
+    """Rank of the LoRA update of each adapted weight (0: off, every encoder weight trains)."""
+    alpha: float = 16.0
+    """Scale of the update: it is multiplied by alpha / r."""
+    dropout: float = 0.1
+    """Dropout on the adapter's input."""
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    """Names of the encoder's linear layers that get an adapter (BERT's attention `query`, `key`, `value`...)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 0 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.target_modules:
+            raise MTDNNError(f"model.lora needs r >= 0, alpha > 0, dropout in [0, 1) and at least one target module; "
+                             f"got r={self.r}, alpha={self.alpha}, dropout={self.dropout}, "
+                             f"target_modules={self.target_modules}.")
+
+
+@dataclass
+class ModelSettings(EncoderSettings):
+    """The shared encoder of stages 2 and 3: the common keys plus task embeddings and how tasks share it."""
     task_embeddings: bool = False
     """ERNIE 2.0: add a learned per-task vector to the input embeddings (saved with the encoder)."""
     sharing: Literal["hard", "soft"] = "hard"
@@ -39,10 +65,20 @@ class ModelSettings:
     """Soft sharing: lists of tasks that share one encoder; a task not listed gets its own."""
     sharing_weight: float = 1.0e-3
     """Soft sharing: lambda of the penalty lambda * sum_t ||theta_t - theta_mean||^2."""
+    gradient_checkpointing: bool = False
+    """Recompute the encoder's activations during the backward pass (transformers' own): less memory, more time."""
+    freeze_embeddings: bool = False
+    """Keep the encoder's embedding layer as loaded (it gets no updates)."""
+    freeze_layers: int = 0
+    """Keep the encoder's first N transformer layers as loaded."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Train one LoRA adapter (peft) on the shared encoder instead of its weights; the heads train fully."""
 
     def __post_init__(self) -> None:
         if self.sharing_weight < 0:
             raise MTDNNError(f"model.sharing_weight must be at least 0, got {self.sharing_weight}.")
+        if self.freeze_layers < 0:
+            raise MTDNNError(f"model.freeze_layers must be at least 0, got {self.freeze_layers}.")
         if self.encoder_groups and self.sharing != "soft":
             raise MTDNNError("model.encoder_groups is set but model.sharing is `hard`; set `model.sharing: soft`.")
 
@@ -190,6 +226,8 @@ class OptimizationSettings:
     """Write the running training loss to metrics.jsonl every N updates."""
     save_every_steps: int | None = None
     """Also write a resumable checkpoint every N updates (one is always written at each epoch's end)."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also get metrics.jsonl's rows (accelerate's: tensorboard, wandb, mlflow, ...)."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every_steps"):
@@ -202,6 +240,7 @@ class OptimizationSettings:
             raise MTDNNError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.learning_rate <= 0:
             raise MTDNNError(f"train.learning_rate must be positive, got {self.learning_rate}.")
+        check_tracker_names(self.report_to)
         if not 0 <= self.seed < 2**32:
             raise MTDNNError(f"train.seed must be in 0 .. 2**32 - 1 (what NumPy and torch accept), got {self.seed}.")
 
@@ -215,6 +254,8 @@ class TrainSettings(OptimizationSettings):
     """How many of the newest `checkpoints/step-N` directories to keep (`best/` is kept apart)."""
     skip_nonfinite_batches: bool = False
     """On a NaN/inf loss skip that batch (with a warning) instead of stopping the run."""
+    early_stopping_patience: int | None = None
+    """End the run after N dev evaluations in a row without a better dev score (None: never stop early)."""
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     """Task sampling strategy."""
     adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
@@ -226,6 +267,9 @@ class TrainSettings(OptimizationSettings):
         super().__post_init__()
         if self.keep_checkpoints < 1:
             raise MTDNNError(f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise MTDNNError(f"train.early_stopping_patience must be at least 1 (or null: never stop early), got "
+                             f"{self.early_stopping_patience}.")
 
 
 @dataclass
@@ -250,121 +294,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check `value` against a field's annotation; builds nested dataclasses; raises on mismatch."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except MTDNNError as error:  # the option of the value's own kind (a mapping, a list) explains best
-                kind = typing.get_origin(option) or option
-                errors.insert(0 if isinstance(kind, type) and isinstance(value, kind) else len(errors), error)
-        raise errors[0]
-    if origin is Literal:
-        if value not in typing.get_args(annotation):
-            allowed = ", ".join(repr(v) for v in typing.get_args(annotation))
-            raise MTDNNError(f"config key `{key}` must be one of {allowed}; got {value!r}.")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise MTDNNError(f"config key `{key}` must be a mapping, got {value!r}.")
-        return build_dataclass(annotation, value, prefix=f"{key}.")
-    if origin is list:
-        if not isinstance(value, list):
-            raise MTDNNError(f"config key `{key}` must be a list, got {value!r}.")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise MTDNNError(f"config key `{key}` must be a mapping, got {value!r}.")
-        key_type, value_type = typing.get_args(annotation)
-        return {_coerce(name, key_type, key): _coerce(item, value_type, f"{key}.{name}") for name, item in value.items()}
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:  # YAML reads `5e-5` (no dot) as a string
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is not None and not math.isfinite(number):  # .nan, .inf: no setting means that
-            raise MTDNNError(f"config key `{key}` must be a finite number, got {value!r}.")
-        if number is not None:
-            return number
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise MTDNNError(
-            f"config key `{key}` must be of type {_type_name(annotation)}, got {value!r} ({type(value).__name__})."
-        )
-    return value
-
-
-def build_dataclass(cls: type, values: dict, prefix: str = "") -> Any:
-    """Build `cls` from a mapping, naming any unknown key or wrongly typed value."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        raise MTDNNError(
-            f"unknown config key `{prefix}{unknown[0]}`; the keys allowed here are: {', '.join(names)}."
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
-    return cls(**kwargs)
-
-
-def apply_override(values: dict, assignment: str) -> None:
-    """Apply one `--set a.b=value` to a nested mapping; the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise MTDNNError(f"--set expects key=value (e.g. train.max_steps=20), got {assignment!r}.")
-    dotted, raw = assignment.split("=", 1)
-    keys = dotted.strip().split(".")
-    node = values
-    for key in keys[:-1]:
-        if node.get(key) is None:  # an unset (null) key becomes a section: `data.max_train_samples.cola=300`
-            node[key] = {}
-        node = node[key]
-        if not isinstance(node, dict):
-            raise MTDNNError(f"--set {dotted}: `{key}` is not a section of the config.")
-    try:
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise MTDNNError(f"--set {dotted}: the value {raw!r} is not valid YAML ({problem}); quote a string, "
-                         "e.g. --set 'tasks=[rte, mrpc]'.") from None
-
-
-def read_yaml(path: str | Path) -> dict:
-    """The mapping in a YAML settings file (`yaml.safe_load`); a missing or malformed file is an MTDNNError."""
-    path = Path(path)
-    if not path.is_file():
-        raise MTDNNError(f"config file {path} does not exist.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise MTDNNError(f"config file {path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise MTDNNError(f"config file {path} must hold a mapping of keys, not {type(values).__name__}.")
-    return values
-
-
-def build_settings(cls: type, values: dict, overrides: list[str] | None = None, source: str | Path | None = None):
-    """Apply `--set` overrides to a mapping and build the settings dataclass `cls`, naming `source` on error."""
-    for assignment in overrides or []:
-        apply_override(values, assignment)
-    try:
-        return build_dataclass(cls, values)
-    except MTDNNError as error:
-        raise MTDNNError(f"{error}{f' (in {source})' if source else ''}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -148,7 +148,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
     optimizer = build_optimizer(model, settings)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_updates), total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
-    log = RunLog(output_dir / "metrics.jsonl", accelerator.is_main_process)
+    log = RunLog(output_dir / "metrics.jsonl", accelerator)
     at, before = Position(), None
     if resume_from is not None:
         at, state = restore(resume_from, optimizer, scheduler, log)
@@ -169,6 +169,7 @@ def pretrain(config: PretrainConfig, overwrite: bool = False, resume: bool = Fal
         log.write({"type": "eval", "step": at.step, **(after or {})})
         (output_dir / "mlm_eval.json").write_text(json.dumps(result, indent=2))
         remove_checkpoints(output_dir)  # the run is complete: nothing to resume
+    log.close()
     accelerator.wait_for_everyone()
     return result
 
@@ -194,16 +195,18 @@ class MaskedLMStage:
         inputs = {key: value.to(accelerator.device) for key, value in self.train_data.collate(indices).items()}
         return StepLoss(self.model(**inputs).loss, weight, len(batch), {})
 
-    def after_update(self, at: Position, total_updates: int) -> None:
+    def after_update(self, at: Position, total_updates: int) -> bool:
         if self.settings.eval_every_steps and at.step % self.settings.eval_every_steps == 0 and self.eval_batches:
             self.log.write({"type": "eval", "step": at.step, **mlm_loss(self.model, self.eval_batches,
                                                                          self.accelerator)})
         if self.settings.save_every_steps and at.step % self.settings.save_every_steps == 0:
             self.save(at)
+        return False
 
-    def after_epoch(self, at: Position, total_updates: int) -> None:
+    def after_epoch(self, at: Position, total_updates: int) -> bool:
         if at.step < total_updates:  # the last one is the model directory `pretrain` writes
             self.save(at)
+        return False
 
     def save(self, at: Position) -> Path:
         model = self.accelerator.unwrap_model(self.model)

@@ -24,14 +24,14 @@ from mtdnn.errors import MTDNNError
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".mtdnn-run.lock"
-RUN_FILES = ("metrics.jsonl", "checkpoints", "last", "best", "checkpoint")
+RUN_FILES = ("metrics.jsonl", "checkpoints", "last", "best", "checkpoint", "logs")
 """What a run that has done some work leaves at its top level: a directory holding any of these holds a run."""
 SETUP_FILES = (LOCK_FILE, "config.yaml", "pretrain_config.yaml")
 """What a run writes before any work: its lock and settings."""
 
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "data.glue_dir", "data.cache_dir", "train.eval_batch_size", "train.log_every_steps",
-    "train.save_every_steps", "train.keep_checkpoints",
+    "train.save_every_steps", "train.keep_checkpoints", "train.report_to",
 })
 """Settings a resumed run may change: where the same data is read from and how the run is logged and saved,
 nothing that changes the updates it makes."""

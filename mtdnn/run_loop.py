@@ -20,13 +20,14 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from mtdnn.errors import MTDNNError, StoppedBySignal
 from mtdnn.run_dir import RunDirectory
 from mtdnn.run_state import (CHECKPOINTS, load_training_state, publish, restore_rng, step_checkpoints,
                              write_checkpoint)
+from mtdnn.tracking import PROJECT, check_installed, hyperparameters, logging_dir, tracker_values
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,26 @@ class Position:
     batch_in_epoch: int = 0  # batches of this epoch already consumed
     step: int = 0  # optimizer updates so far
     best_score: float = -math.inf  # the best dev score so far (stages that evaluate tasks)
+    evaluations_since_best: int = 0  # dev evaluations since the best one (early stopping)
 
 
 class RunLog:
-    """One JSON object per line in `metrics.jsonl` (main process only)."""
+    """One JSON object per line in `metrics.jsonl`, and its scalars to the run's trackers (main process only)."""
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, accelerator: Accelerator):
+        self.path, self.enabled, self.accelerator = path, accelerator.is_main_process, accelerator
 
     def write(self, row: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
+            if self.accelerator.trackers:
+                self.accelerator.log(tracker_values(row), step=row["step"])
+
+    def close(self) -> None:
+        """The trackers' end of the run (their files flushed and closed)."""
+        if self.accelerator.trackers:
+            self.accelerator.end_training()
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop rows logged after the checkpoint, which the resumed run writes again."""
@@ -137,12 +146,16 @@ class Run(NamedTuple):
 
 def start_run(settings, output_dir: Path, config: dict, config_name: str, overwrite: bool, resume: bool,
               claimed: RunDirectory | None = None, find_unused_parameters: bool = False) -> Run:
-    """The accelerator, the run directory claimed (unless the caller has) and the checkpoint to resume from.
+    """The accelerator, the run directory claimed (unless the caller has), the trackers of `settings.report_to`
+    started in it, and the checkpoint to resume from.
 
     `find_unused_parameters`: DDP must not wait for gradients a step leaves out (one head per step in stage 2)."""
+    check_installed(settings.report_to)
     accelerator = Accelerator(
         mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+        log_with=settings.report_to or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(logging_dir(output_dir))))
     check_distribution(accelerator.distributed_type)
     checkpoints = step_checkpoints(output_dir)
     resume_from = checkpoints[-1] if resume and checkpoints else None  # --resume without a checkpoint starts again
@@ -150,6 +163,9 @@ def start_run(settings, output_dir: Path, config: dict, config_name: str, overwr
         claimed = RunDirectory(output_dir, config_name)
         claimed.claim(config, overwrite, resume, resume_from is not None)
     accelerator.wait_for_everyone()
+    if settings.report_to:
+        accelerator.init_trackers(PROJECT, config=hyperparameters(config),
+                                  init_kwargs={"wandb": {"name": Path(output_dir).name}})
     set_seed(settings.seed)
     return Run(accelerator, resume_from, claimed)
 
@@ -194,11 +210,12 @@ class Stage(Protocol):
     def loss(self, batch, epoch: int, index: int) -> StepLoss:
         """The loss of this process's share of batch `index` of `epoch`."""
 
-    def after_update(self, at: Position, total_updates: int) -> None:
-        """Evaluate or save as configured after an update (the last one's are the loop's caller's)."""
+    def after_update(self, at: Position, total_updates: int) -> bool:
+        """Evaluate or save as configured after an update but the last; whether the run ends here (early
+        stopping, at a checkpoint of its own)."""
 
-    def after_epoch(self, at: Position, total_updates: int) -> None:
-        """What an epoch's end (or the run's) calls for."""
+    def after_epoch(self, at: Position, total_updates: int) -> bool:
+        """What an epoch's end (or the run's) calls for; whether the run ends here."""
 
     def save(self, at: Position) -> Path:
         """A resumable checkpoint, now (a signal has arrived)."""
@@ -241,15 +258,16 @@ def run_loop(accelerator, model, optimizer, scheduler, stage: Stage, at: Positio
                     log.write({"type": "train", "epoch": at.epoch, "step": at.step, **step.fields,
                                "loss": step.loss.item(), "learning_rate": scheduler.get_last_lr()[0],
                                "examples_per_second": speed})
-                if at.step < total_updates:
-                    stage.after_update(at, total_updates)
+                if at.step < total_updates and stage.after_update(at, total_updates):
+                    return
                 # One process acts on its own signal at once; several agree on it at their next batch's flags.
                 if at.step < total_updates and (stop_requested or (
                         accelerator.num_processes == 1 and signals.received is not None)):
                     raise StoppedBySignal(signals.received or signal.SIGTERM, stage.save(at))
             if at.batch_in_epoch == usable:
                 at.epoch, at.batch_in_epoch = at.epoch + 1, 0
-            stage.after_epoch(at, total_updates)
+            if stage.after_epoch(at, total_updates):
+                return
     finally:
         signals.restore()
         progress.close()

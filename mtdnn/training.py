@@ -64,12 +64,16 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
     optimizer = build_optimizer(model, settings)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_updates), total_updates)
     model, optimizer = accelerator.prepare(model, optimizer)
-    log = RunLog(output_dir / "metrics.jsonl", accelerator.is_main_process)
+    log = RunLog(output_dir / "metrics.jsonl", accelerator)
     at = restore(resume_from, optimizer, scheduler, log)[0] if resume_from is not None else Position()
     stage = MultiTaskStage(accelerator, model, optimizer, scheduler, config, tokenizer, tasks, train_data, dev_data,
                            schedule, objective, log)
-    run_loop(accelerator, model, optimizer, scheduler, stage, at, settings, log, (total_updates, epochs), "train",
-             settings.skip_nonfinite_batches)
+    if stage.patience_spent(at):
+        logger.info("the run in %s stopped early at step %d; nothing to resume", output_dir, at.step)
+    else:
+        run_loop(accelerator, model, optimizer, scheduler, stage, at, settings, log, (total_updates, epochs),
+                 "train", settings.skip_nonfinite_batches)
+    log.close()
     return output_dir
 
 
@@ -111,14 +115,32 @@ class MultiTaskStage:
         loss = self.objective(self.model, accelerator.unwrap_model(self.model), task_name, inputs, positions)
         return StepLoss(loss, weight, len(indices), {"task": task_name})
 
-    def after_update(self, at: Position, total_updates: int) -> None:
+    def after_update(self, at: Position, total_updates: int) -> bool:
         if self.settings.eval_every_steps and at.step % self.settings.eval_every_steps == 0:
             self.checkpoint(at, evaluate=True)
-        elif self.settings.save_every_steps and at.step % self.settings.save_every_steps == 0:
+            return self.stop_early(at)
+        if self.settings.save_every_steps and at.step % self.settings.save_every_steps == 0:
             self.checkpoint(at, evaluate=False)
+        return False
 
-    def after_epoch(self, at: Position, total_updates: int) -> None:
+    def after_epoch(self, at: Position, total_updates: int) -> bool:
         self.checkpoint(at, evaluate=True)
+        return self.stop_early(at)
+
+    def patience_spent(self, at: Position) -> bool:
+        """Early stopping: `early_stopping_patience` dev evaluations in a row without a better dev score."""
+        patience = self.settings.early_stopping_patience
+        return bool(patience) and at.evaluations_since_best >= patience
+
+    def stop_early(self, at: Position) -> bool:
+        """Whether the run ends at this evaluation's checkpoint (logged where it does)."""
+        if not self.patience_spent(at):
+            return False
+        self.log.write({"type": "early_stop", "epoch": at.epoch, "step": at.step, "best_score": at.best_score,
+                        "patience": self.settings.early_stopping_patience})
+        logger.info("early stopping at step %d: %d evaluations without a better dev score than %.4f", at.step,
+                    at.evaluations_since_best, at.best_score)
+        return True
 
     def save(self, at: Position) -> Path:
         return self.checkpoint(at, evaluate=False)
@@ -145,8 +167,10 @@ class MultiTaskStage:
         if evaluate:
             results, score = self.evaluate(at)
             state.update(dev_metrics=results, dev_score=score)
-            is_best = self.settings.save_best and score > at.best_score
+            improved = score > at.best_score
+            is_best = self.settings.save_best and improved
             at.best_score = max(at.best_score, score)
+            at.evaluations_since_best = 0 if improved else at.evaluations_since_best + 1
         unwrapped = self.accelerator.unwrap_model(self.model)
         return save_step(self.accelerator, Path(self.config.output_dir), at,
                          lambda staging: write_model_files(staging, unwrapped, self.tokenizer, self.config), state,

@@ -102,7 +102,8 @@ def test_two_processes_train_through_a_last_batch_of_one_example(tiny_model_dir,
     """9 examples in global batches of 2 x 4: the last batch holds 1 example, and rank 1 gets none of it."""
     config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"]],
               "data": {"max_seq_length": 32, "max_train_samples": 9, "max_eval_samples": 5},
-              "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every_steps": 1}}
+              "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "log_every_steps": 1,
+                        "report_to": ["tensorboard"]}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
@@ -118,6 +119,12 @@ def test_two_processes_train_through_a_last_batch_of_one_example(tiny_model_dir,
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4]
     assert all(row["loss"] == row["loss"] for row in logged if row["type"] == "train")  # finite, not NaN
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(tmp_path / "out" / "logs" / "mtdnn"))
+    reader.Reload()  # the main process alone reports to the trackers: each row once
+    assert [event.step for event in reader.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert len(list((tmp_path / "out" / "logs" / "mtdnn").glob("events.out.tfevents.*"))) == 1
 
 
 @pytest.mark.parametrize("sharded", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])

@@ -146,3 +146,23 @@ def test_non_finite_loss_stops_with_task_and_step(config_path, tmp_path, monkeyp
     train(config)
     weights = load_file(tmp_path / "skip" / "last" / "model.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+def test_early_stopping_ends_the_run_at_its_last_evaluation_and_resume_keeps_it_ended(config_path, tmp_path,
+                                                                                       capsys):
+    """A learning rate too small to change a dev score: the first evaluation is the best, the next two are no
+    better, and patience 2 ends the run there (of 32 updates), with that evaluation's checkpoint as `last`."""
+    out = tmp_path / "out"
+    settings = ["--set", f"output_dir={out}", "--set", "train.learning_rate=1e-12", "--set", "train.eval_every_steps=2",
+                "--set", "train.early_stopping_patience=2"]
+    assert main(["train", str(config_path), *settings]) == 0
+    rows = _rows(out)
+    assert [row["step"] for row in rows if row["type"] == "eval"] == [2, 4, 6]
+    assert rows[-1] == {"type": "early_stop", "epoch": 0, "step": 6, "best_score": rows[-2]["score"], "patience": 2}
+    assert os.readlink(out / "last") == "checkpoints/step-6"
+    assert json.loads((out / "best" / "trainer_state.json").read_text())["step"] == 2
+    capsys.readouterr()
+    assert main(["train", str(config_path), *settings, "--resume"]) == 0  # nothing left to do
+    assert json.loads(capsys.readouterr().out)["step"] == 6 and _rows(out) == rows
+    with pytest.raises(MTDNNError, match="early_stopping_patience must be at least 1"):
+        load_config(config_path, ["train.early_stopping_patience=0"])
