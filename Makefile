@@ -27,7 +27,7 @@ quickstart: install
 
 # Issue 5's real-data demonstration: SIGKILL a quickstart run mid-epoch, resume it, compare with runs/quickstart.
 resume-demo: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/kill_and_resume.py configs/quickstart.yaml --reference runs/quickstart \
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.kill_and_resume configs/quickstart.yaml --reference runs/quickstart \
 		--output-dir runs/kill-and-resume
 
 # Stage 1 (continued MLM of MiniLM on GLUE sentences, minutes), and stages 2 + 3 with the dev table.
@@ -35,33 +35,33 @@ pretrain: install
 	HF_HUB_OFFLINE=1 $(MTDNN) pretrain configs/pretrain_mlm.yaml --overwrite
 
 pipeline: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/pipeline.py --config configs/pipeline.yaml
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.pipeline --config configs/pipeline.yaml
 
 pipeline-quick: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/pipeline.py --config configs/pipeline.yaml --quick
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.pipeline --config configs/pipeline.yaml --quick
 
 # The multi-task toolbox, each mechanism on vs off (issue 7): ~20-25 min on 2 cores; ARGS=--seeds=1,2,3 for spread.
 ablation: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/ablation.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.ablation $(ARGS)
 
 # Speed against transformers.Trainer (issue 4; docs/performance.md): ~12 minutes on 2 quiet cores. `make bench ARGS=--quick`: ~3.
 bench: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.benchmark $(ARGS)
 
 # Single-task vs MT-DNN on GLUE dev, 4 arms x 3 seeds (issue 6; docs/results.md): ~2 h on 2 idle cores,
 # resumable (re-run to continue). `make reproduce ARGS=--quick`: a few minutes.
 reproduce: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/reproduce.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.reproduce $(ARGS)
 
 # Held-out task (RTE; ARGS=--held-out=mrpc) from 0.1-100% of its data, MT-DNN vs pre-trained encoder
 # (issue 8; docs/results.md): ~25 min on 2 idle cores, resumable. ARGS=--quick: a few minutes.
 transfer: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/transfer.py $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.transfer $(ARGS)
 
 # The paper's config on synthetic GLUE of the real sizes (issue 17; docs/performance.md): cold tokenisation, training,
 # 2 processes, every dev set and a complete submission. ARGS=--encoder=bert-base for a BERT-base-sized encoder.
 rehearsal: install
-	HF_HUB_OFFLINE=1 $(PY) scripts/rehearsal.py --report docs/performance.md $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m scripts.rehearsal --report docs/performance.md $(ARGS)
 
 clean:
 	rm -rf runs .cache

@@ -1,4 +1,4 @@
-"""One benchmark contender per process (run by scripts/benchmark.py): train, evaluate, report JSON.
+"""One benchmark contender per process (run by scripts.benchmark): train, evaluate, report JSON.
 
 `mtdnn` runs `mtdnn.training.train` itself on the task mix and reports how many steps each task got;
 `trainer_best` and `trainer_run_glue` run `transformers.Trainer` once per task for that many steps.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from mtdnn.config import DEFAULT_MODEL
 BATCH_SIZE = 32
 MAX_LENGTH = 128
 LEARNING_RATE = 1e-4
@@ -106,7 +106,7 @@ def run_mtdnn(args) -> dict:
     from mtdnn.training import train
 
     config = Config(
-        model=ModelSettings(name_or_path=MODEL), tasks=list(args.task_steps),
+        model=ModelSettings(name_or_path=DEFAULT_MODEL), tasks=list(args.task_steps),
         # train() ends with a dev evaluation; it is kept tiny there because evaluation is timed on its own below
         data=DataSettings(max_seq_length=MAX_LENGTH, max_train_samples=args.max_train_samples, max_eval_samples=8),
         train=TrainSettings(max_steps=args.steps, batch_size=BATCH_SIZE, eval_batch_size=args.eval_batch_size,
@@ -116,7 +116,7 @@ def run_mtdnn(args) -> dict:
     )
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
-    model = MTDNNModel.from_encoder(MODEL, resolve_tasks(config.tasks))
+    model = MTDNNModel.from_encoder(DEFAULT_MODEL, resolve_tasks(config.tasks))
     if args.compile:  # what a `train.compile` setting would do; compiling takes minutes on 2 cores
         model.encoder.compile(dynamic=True)
     clock = StepClock(model)
@@ -126,7 +126,7 @@ def run_mtdnn(args) -> dict:
               "task_steps": {name: [task for task, *_ in clock.batches].count(name) for name in config.tasks},
               "peak_rss_mb_train": peak_rss_mb()}
 
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
     dev_settings = DataSettings(max_seq_length=MAX_LENGTH, max_eval_samples=args.eval_samples)
     evaluation, metrics = {}, {}
     for name, task in resolve_tasks(config.tasks).items():
@@ -175,7 +175,7 @@ def run_trainer(args, style: str) -> dict:
 
     hf_logging.set_verbosity_error()
     best = style == "best"
-    path = resolve(MODEL)
+    path = resolve(DEFAULT_MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
     collator = DataCollatorWithPadding(tokenizer) if best else default_data_collator
     per_task, evaluation, metrics, wall = {}, {}, {}, 0.0

@@ -1,12 +1,12 @@
 """Speed benchmark (issue 4): mtdnn multi-task training and evaluation against `transformers.Trainer`.
 
 One run measures the machine's fp32 matmul peak, then runs each contender in its own process
-(scripts/bench_contenders.py) so that its peak resident memory is its own, on real GLUE data with
+(scripts.bench_contenders) so that its peak resident memory is its own, on real GLUE data with
 MiniLM, batch 32, max length 128, fp32. Training rates are steady state: steps before `--skip` (mtdnn)
 or each Trainer run's first step are excluded. Prints a table and writes JSON.
 
-    python scripts/benchmark.py                 # the full run (~12 minutes on 2 quiet cores)
-    python scripts/benchmark.py --quick         # a smoke run (~3 minutes): fewer steps, dev subsets, no 3a
+    python -m scripts.benchmark                 # the full run (`make bench`; its time: docs/performance.md)
+    python -m scripts.benchmark --quick         # a smoke run: fewer steps, dev subsets, no 3a
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+
+from mtdnn.config import DEFAULT_MODEL
+from mtdnn.metrics import task_score
+from scripts.machine import machine
 
 TASKS = ["sst2", "cola", "mrpc", "stsb", "rte"]
 CONTENDERS = {
@@ -31,17 +34,6 @@ CONTENDERS = {
     "mtdnn_compile": "mtdnn + torch.compile",
 }
 DEFAULT_CONTENDERS = ["mtdnn", "trainer_best", "trainer_run_glue"]
-HERE = Path(__file__).resolve().parent
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    import transformers
-
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def peak_gflops(size: int, repeats: int = 5) -> float:
@@ -63,7 +55,7 @@ def layer_parameters() -> int:
 
     from mtdnn.pretrained import resolve
 
-    encoder = AutoModel.from_config(AutoConfig.from_pretrained(resolve("sentence-transformers/all-MiniLM-L6-v2")))
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(resolve(DEFAULT_MODEL)))
     return sum(p.numel() for p in encoder.encoder.parameters())
 
 
@@ -86,7 +78,7 @@ def run_trainer_per_task(name: str, args, counts: dict[str, int], out_dir: Path)
 def run_contender(name: str, args, counts: dict[str, int], out_dir: Path, label: str | None = None) -> dict:
     label = label or name
     output, log = out_dir / f"{label}.json", out_dir / f"{label}.log"
-    command = [sys.executable, str(HERE / "bench_contenders.py"), name, "--task-steps", json.dumps(counts),
+    command = [sys.executable, "-m", "scripts.bench_contenders", name, "--task-steps", json.dumps(counts),
                "--steps", str(args.steps), "--skip", str(args.skip), "--eval-batch-size", str(args.eval_batch_size),
                "--eval-repeats", str(args.eval_repeats), "--output", str(output)]
     # run_glue (3a) trains the same model as 3b, only slower: its training speed is what is of interest
@@ -143,8 +135,8 @@ def summarise(results: dict, parameters: int, peak: float) -> None:
 
 
 def dev_score(metrics: dict, tasks) -> float:
-    """Mean over `tasks` of each task's mean metric."""
-    return sum(sum(metrics[t].values()) / len(metrics[t]) for t in tasks) / len(tasks)
+    """Mean over `tasks` of each task's score."""
+    return sum(task_score(metrics[t]) for t in tasks) / len(tasks)
 
 
 def print_table(report: dict) -> None:
@@ -226,7 +218,7 @@ def main() -> None:
     out_dir = out_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    report = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "machine": machine(),
+    report = {"command": " ".join(["python -m scripts.benchmark", *sys.argv[1:]]), "machine": machine(),
               "load_average_start": [round(x, 2) for x in os.getloadavg()], "steps": args.steps, "skip": args.skip,
               "batch_size": 32, "max_length": 128, "precision": "fp32", "eval_samples_per_task": args.eval_samples,
               "eval_batch_size": args.eval_batch_size, "eval_repeats": args.eval_repeats,

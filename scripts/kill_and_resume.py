@@ -5,8 +5,8 @@ a checkpoint (so that it dies mid-epoch, with work after the newest checkpoint l
 `mtdnn train CONFIG --resume` on the same directory, and compares the result with an uninterrupted run of
 the same config: every weight of `last/` (bitwise) and every dev evaluation in `metrics.jsonl` (exactly).
 
-    python scripts/kill_and_resume.py configs/quickstart.yaml --reference runs/quickstart
-    python scripts/kill_and_resume.py CONFIG --reference REF_DIR --output-dir DIR --set train.save_every_steps=50
+    python -m scripts.kill_and_resume configs/quickstart.yaml --reference runs/quickstart
+    python -m scripts.kill_and_resume CONFIG --reference REF_DIR --output-dir DIR --set train.save_every_steps=50
 
 `--reference` is an uninterrupted run's `output_dir` (trained without `save_every_steps`; checkpoints do not
 change the arithmetic); without it, the uninterrupted run is trained first.

@@ -1,7 +1,7 @@
 """MT-DNN stages 2 and 3 end to end: multi-task training on every task of a config, then fine-tuning of the
 multi-task checkpoint on each task alone (the same training loop), and a table of dev scores after each stage.
 
-    python scripts/pipeline.py [--config configs/pipeline.yaml] [--quick] [--set KEY=VALUE ...]
+    python -m scripts.pipeline [--config configs/pipeline.yaml] [--quick] [--set KEY=VALUE ...]
                                [--finetune-set KEY=VALUE ...]
 
 Stage 2 is `mtdnn train CONFIG`, stage 3 `mtdnn finetune RUN/best --task NAME` for every task with a training

@@ -1,9 +1,9 @@
 """Where one training step's time goes: a bare MiniLM step (forward, backward, clipping, fused AdamW) under
 `torch.profiler`, its operators' own CPU time grouped by kind. Used by docs/performance.md (issue 4).
 
-    python scripts/profile_step.py                  # batch 32 x 16 tokens (an sst2 batch) and 32 x 64 (a pair batch)
-    python scripts/profile_step.py --lengths 128
-    python scripts/profile_step.py --side-by-side   # one process on every core vs one single-threaded process
+    python -m scripts.profile_step                  # batch 32 x 16 tokens (an sst2 batch) and 32 x 64 (a pair batch)
+    python -m scripts.profile_step --lengths 128
+    python -m scripts.profile_step --side-by-side   # one process on every core vs one single-threaded process
                                                     # per core at once (how the experiment scripts run jobs)
 """
 
@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from mtdnn.config import DEFAULT_MODEL  # noqa: E402
 from mtdnn.model import MTDNNModel  # noqa: E402
 from mtdnn.tasks import GLUE_TASKS  # noqa: E402
 
@@ -62,7 +63,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MTDNNModel.from_encoder("sentence-transformers/all-MiniLM-L6-v2", {"sst2": GLUE_TASKS["sst2"]}).train()
+    model = MTDNNModel.from_encoder(DEFAULT_MODEL, {"sst2": GLUE_TASKS["sst2"]}).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     if not args.time_only:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size}; "
@@ -111,11 +112,11 @@ def side_by_side(args) -> None:
     """Steps per second of the machine: one process using every core, then one 1-thread process per core, all at
     once (each runs the same bare steps, and all start timing at the same moment after loading and warm-up)."""
     cores = len(os.sched_getaffinity(0))
-    command = [sys.executable, __file__, "--time-only", "--steps", str(args.steps), "--batch-size",
+    command = [sys.executable, "-m", "scripts.profile_step", "--time-only", "--steps", str(args.steps), "--batch-size",
                str(args.batch_size), "--lengths", *map(str, args.lengths)]
     alone = json.loads(subprocess.run([*command, "--threads", str(cores)], capture_output=True, text=True,
                                       check=True).stdout.splitlines()[-1])
-    start_at = time.time() + 30  # model loading and warm-up take ~5-10 s; every process times from here
+    start_at = time.time() + 30  # well after every process has loaded the model and warmed up: all time one window
     children = [subprocess.Popen([*command, "--threads", "1", "--start-at", str(start_at)], stdout=subprocess.PIPE,
                                  text=True) for _ in range(cores)]
     each = [json.loads(child.communicate()[0].splitlines()[-1]) for child in children]

@@ -1,7 +1,7 @@
 """`make rehearsal`: the paper's config (configs/mtdnn_bert_base_glue.yaml) on all of GLUE at its real size.
 
 MNLI, QQP and QNLI's training sets cannot be downloaded here, so the data is synthetic GLUE of the real shapes
-(scripts/glue_shapes.py). The run, each step a separate process as a user runs it:
+(scripts.glue_shapes). The run, each step a separate process as a user runs it:
 1. cold tokenisation of every split (train, dev and every test set), and of RTE alone for comparison;
 2. `mtdnn train` with a warm cache for `--steps` updates, then its evaluation of every dev set; RTE alone again;
 3. the same training under `accelerate launch --num_processes 2` (CPU processes here);
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import psutil
 
+from mtdnn.config import DEFAULT_MODEL
+from scripts.glue_shapes import ROWS, write_glue
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-from glue_shapes import ROWS, write_glue  # noqa: E402
 
 CONFIG = REPO / "configs" / "mtdnn_bert_base_glue.yaml"
 REPORT_START, REPORT_END = "<!-- rehearsal:start -->", "<!-- rehearsal:end -->"
@@ -57,7 +58,7 @@ def write_encoder(directory: Path, kind: str) -> Path:
 
     from mtdnn.pretrained import resolve
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve("sentence-transformers/all-MiniLM-L6-v2"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve(DEFAULT_MODEL))
     sizes = {"tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
              "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
              "bert-base": {}}[kind]
@@ -240,8 +241,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "rehearsal")
     parser.add_argument("--encoder", choices=("tiny", "minilm", "bert-base"), default="tiny", help=(
         "random weights of this size (the data is synthetic: weights would learn nothing). tiny (2 layers, hidden "
-        "128) keeps the rehearsal of the data path within ~20 minutes on 2 CPU cores; minilm and bert-base measure "
-        "the model's own cost (the 430k test rows alone take most of an hour with minilm there)"))
+        "128) keeps the rehearsal of the data path short on a CPU; minilm and bert-base measure the model's own "
+        "cost, many times longer there (docs/performance.md)"))
     parser.add_argument("--steps", type=int, default=200, help="optimizer updates of the training run")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--eval-batch-size", type=int, default=256)

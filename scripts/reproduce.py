@@ -5,102 +5,76 @@ Arms, each with the same hyper-parameters: (1) single-task fine-tuning with mtdn
 Every (arm, task, seed) result is one JSON file under the output directory: a re-run skips finished jobs and
 resumes interrupted training from its last checkpoint. Writes its section of docs/results.md and two plots.
 
-    python scripts/reproduce.py            # the full run (~1.5 hours on 2 idle CPU cores)
-    python scripts/reproduce.py --quick    # a smoke run (a few minutes): 64 examples per task, one seed
-    python scripts/reproduce.py --report-only
+    python -m scripts.reproduce            # the full run (`make reproduce`)
+    python -m scripts.reproduce --quick    # a smoke run: 64 examples per task, one seed
+    python -m scripts.reproduce --report-only
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
-import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import experiment
-from experiment import ResultStore, task_name
-from reproduce_report import write_report
+from mtdnn.finetuning import finetune
+from mtdnn.training import train
+from scripts import jobs
+from scripts.plan import claim_output_dir, described, task_name
+from scripts.report import driver_command
+from scripts.reproduce_plan import FULL, QUICK, ReproducePlan
+from scripts.reproduce_report import write_report
+from scripts.results import ResultStore, run_or_load
+from scripts.subsets import write_subset
 
 logger = logging.getLogger("reproduce")
 
-TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "wnli")
 
-
-@dataclass(frozen=True, kw_only=True)
-class Plan(experiment.Recipe):
-    """What one run of the experiment trains; the same settings for every arm."""
-
-    name: str
-    seeds: tuple[int, ...]
-    """Training seeds (head initialisation, dropout, batch order); stage 2 is trained once per seed."""
-    train_caps: dict[str, int] = field(default_factory=dict)
-    """Task -> training examples kept (a random subset, the same for every arm and seed); absent: all."""
-    stage2_evals_per_epoch: int = 2
-    """Dev evaluations per epoch of the stage-2 run, for its learning curves (training is unaffected)."""
-    tasks: tuple = TASKS
-    subset_seed: int = 0
-
-
-# Budget, measured here (2-core EPYC): one pass over the tasks (SST-2 capped at 4,000 random examples, the rest
-# whole: ~0.75M real tokens) takes ~9 minutes of one job on both cores, ~17 min with 2 epochs. Four arms x 3 seeds
-# at 1 epoch is ~2 hours of one job at a time, less as two single-threaded jobs side by side (--workers 2, the
-# default on a CPU; see experiment.default_workers); 2 epochs (~3 h) would not fit issue 6's 2-hour budget.
-FULL = Plan(name="full", seeds=(1, 2, 3), epochs=1, train_caps={"sst2": 4000}, stage2_evals_per_epoch=4)
-QUICK = Plan(name="quick", seeds=(1,), epochs=1, train_caps={task: 64 for task in TASKS}, max_eval_samples=128,
-             stage2_evals_per_epoch=2)
-
-
-def task_entries(plan: Plan, directory: Path) -> dict[str, str | dict]:
+def task_entries(plan: ReproducePlan, directory: Path) -> dict[str, str | dict]:
     """Each task's config entry: as in the plan, or a mapping pointing at a random training subset."""
     entries = {}
     for entry in plan.tasks:
         name = task_name(entry)
         cap = plan.train_caps.get(name)
-        entries[name] = experiment.write_subset(entry, cap, plan.subset_seed, directory) if cap else entry
+        entries[name] = write_subset(entry, cap, plan.subset_seed, directory) if cap else entry
     return entries
 
 
-def run_single(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
-    config = experiment.mtdnn_config([entry], run_dir, seed, plan.settings(), plan.model)
-    experiment.train_or_resume(config)
-    metrics = experiment.final_metrics(run_dir)
-    experiment.remove_checkpoints(run_dir)
+def run_single(plan: ReproducePlan, entry, seed: int, run_dir: Path) -> dict:
+    jobs.run_stage(train, jobs.mtdnn_config([entry], run_dir, seed, plan.settings(), plan.model))
+    metrics = jobs.final_metrics(run_dir)
+    jobs.remove_checkpoints(run_dir)
     return {"metrics": next(iter(metrics.values()))}
 
 
-def stage2(plan: Plan, entries: dict, seed: int, run_dir: Path) -> Path:
+def stage2(plan: ReproducePlan, entries: dict, seed: int, run_dir: Path) -> Path:
     """The multi-task run of `seed`: trained, resumed, or (finished already) only loaded; its final checkpoint."""
     from mtdnn.data import load_task_data  # batches per epoch, to place the mid-epoch evaluations
     from mtdnn.pretrained import load_tokenizer
     from mtdnn.tasks import resolve_tasks
 
-    config = experiment.mtdnn_config(list(entries.values()), run_dir, seed, plan.settings(), plan.model)
+    config = jobs.mtdnn_config(list(entries.values()), run_dir, seed, plan.settings(), plan.model)
     tokenizer = load_tokenizer(plan.model)
     batches = sum(-(-len(load_task_data(task, "train", tokenizer, config.data)) // plan.batch_size)
                   for task in resolve_tasks(config.tasks).values())
     config.train.eval_every_steps = max(1, batches // plan.stage2_evals_per_epoch)
     config.train.log_every_steps = 1  # every batch's loss, for the learning curves
-    experiment.train_or_resume(config)
+    jobs.run_stage(train, config)
     return (run_dir / "last").resolve()
 
 
-def run_finetune(plan: Plan, checkpoint: Path, name: str, seed: int, run_dir: Path) -> dict:
-    from mtdnn.finetuning import finetune
-
-    finetune(checkpoint, name, overrides=[f"output_dir={run_dir}", f"train.seed={seed}",
-                                               "train.eval_every_steps=null"], overwrite=True, resume=True)
-    metrics = experiment.final_metrics(run_dir)
-    experiment.remove_checkpoints(run_dir)
+def run_finetune(plan: ReproducePlan, checkpoint: Path, name: str, seed: int, run_dir: Path) -> dict:
+    jobs.run_stage(finetune, checkpoint, name, overrides=[f"output_dir={run_dir}", f"train.seed={seed}",
+                                                          "train.eval_every_steps=null"])
+    metrics = jobs.final_metrics(run_dir)
+    jobs.remove_checkpoints(run_dir)
     return {"metrics": metrics[name]}
 
 
-def run_trainer(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
+def run_trainer(plan: ReproducePlan, entry, seed: int, run_dir: Path) -> dict:
     """Arm 1': `transformers.Trainer` on the same tokenised examples, settings and metric code."""
     import math
     import shutil
@@ -154,7 +128,7 @@ def run_trainer(plan: Plan, entry, seed: int, run_dir: Path) -> dict:
     return {"metrics": metrics}
 
 
-def run_chain(plan: Plan, entries: dict, seed: int, output_dir: Path) -> None:
+def run_chain(plan: ReproducePlan, entries: dict, seed: int, output_dir: Path) -> None:
     """Arms 2 and 3 of `seed`: stage 2 once, its per-task dev results, then stage 3 for every task."""
     store, runs = ResultStore(output_dir / "results"), output_dir / "runs"
     stage2_dir = runs / "mtdnn" / f"seed-{seed}"
@@ -166,7 +140,7 @@ def run_chain(plan: Plan, entries: dict, seed: int, output_dir: Path) -> None:
     started = time.perf_counter()
     checkpoint = stage2(plan, entries, seed, stage2_dir)
     seconds = time.perf_counter() - started
-    for name, metrics in experiment.final_metrics(stage2_dir).items():
+    for name, metrics in jobs.final_metrics(stage2_dir).items():
         store.run_once(("mtdnn", name, f"seed-{seed}"), lambda: {"metrics": metrics, "seconds": seconds,
                                                                  "shared_run": str(stage2_dir)},
                        arm="mtdnn", task=name, seed=seed)
@@ -174,10 +148,10 @@ def run_chain(plan: Plan, entries: dict, seed: int, output_dir: Path) -> None:
         store.run_once(("finetuned", name, f"seed-{seed}"),
                        lambda: run_finetune(plan, checkpoint, name, seed, stage2_dir / "finetune" / name),
                        arm="finetuned", task=name, seed=seed)
-    experiment.remove_checkpoints(stage2_dir)
+    jobs.remove_checkpoints(stage2_dir)
 
 
-def run_job(plan: Plan, entries: dict, output_dir: Path, job: tuple) -> tuple:
+def run_job(plan: ReproducePlan, entries: dict, output_dir: Path, job: tuple) -> tuple:
     """One unit of work: ("chain", seed) for arms 2 and 3, or (arm, task, seed) for arm 1 or 1'."""
     if job[0] == "chain":
         run_chain(plan, entries, job[1], output_dir)
@@ -191,23 +165,23 @@ def run_job(plan: Plan, entries: dict, output_dir: Path, job: tuple) -> tuple:
     return job
 
 
-def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
+def run_all(plan: ReproducePlan, output_dir: Path, workers: int = 1) -> ResultStore:
     """Every job not finished yet, `workers` at a time; a job that fails stops the run once the jobs in flight
     end, and every finished job's result stays stored."""
     store = ResultStore(output_dir / "results")
     entries = task_entries(plan, output_dir / "data")  # written once here, before any worker reads them
-    jobs = [("chain", seed) for seed in plan.seeds]  # the longest first: stage 2 and its fine-tuning
-    jobs += [(arm, name, seed) for seed in plan.seeds for name in entries for arm in ("single", "trainer")
-             if store.load(arm, name, f"seed-{seed}") is None]
-    with experiment.job_pool(workers) as pool:
-        for job in jobs:
+    pending = [("chain", seed) for seed in plan.seeds]  # the longest first: stage 2 and its fine-tuning
+    pending += [(arm, name, seed) for seed in plan.seeds for name in entries for arm in ("single", "trainer")
+                if store.load(arm, name, f"seed-{seed}") is None]
+    with jobs.job_pool(workers) as pool:
+        for job in pending:
             pool.submit(run_job, plan, entries, output_dir, job)
     return store
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed")
+    jobs.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed")
     parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
                         help="the output directory of a re-run of the same plan: the report compares the two")
     args = parser.parse_args()
@@ -220,13 +194,13 @@ def main() -> None:
             parser.error(f"--compare {args.compare}: that is this run's own output directory; give the re-run's")
         if not (args.compare / "plan.json").is_file():
             parser.error(f"--compare {args.compare}: no plan.json there (not an output directory of this script)")
-        if json.loads((args.compare / "plan.json").read_text()) != experiment.described(plan):
+        if json.loads((args.compare / "plan.json").read_text()) != described(plan):
             parser.error(f"--compare {args.compare}: its results are of a different plan than this one")
-    experiment.claim_output_dir(output_dir, plan)
-    workers = args.workers or experiment.default_workers()
-    store = experiment.run_or_load(output_dir, "reproduce",
-                                   None if args.report_only else lambda: run_all(plan, output_dir, workers))
-    command = " ".join(["python scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
+    claim_output_dir(output_dir, plan)
+    workers = args.workers or jobs.default_workers()
+    store = run_or_load(output_dir, "reproduce",
+                        None if args.report_only else lambda: run_all(plan, output_dir, workers))
+    command = driver_command("reproduce", sys.argv[1:])
     print(write_report(plan, store, output_dir, args.report, command, rerun=args.compare))
     print(f"\nwrote {args.report}")
 

@@ -1,17 +1,17 @@
-"""The report of scripts/reproduce.py: per-seed results aggregated into docs/results.md, and its plots."""
+"""The report of scripts.reproduce: per-seed results aggregated into docs/results.md, and its plots."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import experiment
-from experiment import ResultStore, format_mean_std, mean_std, task_name
-
-if TYPE_CHECKING:
-    from reproduce import Plan
+from mtdnn.metrics import task_score
+from scripts.plan import task_name
+from scripts.report import how_jobs_ran, report_header, write_section
+from scripts.reproduce_plan import ReproducePlan
+from scripts.reproduce_plots import plot_curves, plot_scores
+from scripts.results import ResultStore
+from scripts.stats import format_mean_std, mean_std
 
 SMALL_TASKS = ("rte", "mrpc", "stsb", "cola", "wnli")
 ARMS = {
@@ -42,12 +42,6 @@ def paper_delta(task: str) -> float | None:
     return sum(mtdnn) / len(mtdnn) - sum(bert) / len(bert)
 
 
-def task_scores(metrics: dict[str, float]) -> float:
-    """One number per task: the mean of its metrics."""
-    return sum(metrics.values()) / len(metrics)
-
-
-
 def collect(rows: list[dict]) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
     """arm -> task -> seed -> metrics."""
     table: dict = {}
@@ -59,7 +53,7 @@ def collect(rows: list[dict]) -> dict[str, dict[str, dict[int, dict[str, float]]
 def scores(table: dict, arm: str, task: str, metric: str | None = None) -> list[float]:
     """One value per seed: a metric, or the task score (mean of the task's metrics)."""
     by_seed = table.get(arm, {}).get(task, {})
-    return [metrics[metric] if metric else task_scores(metrics) for _, metrics in sorted(by_seed.items())]
+    return [metrics[metric] if metric else task_score(metrics) for _, metrics in sorted(by_seed.items())]
 
 
 def delta(table: dict, task: str, metric: str | None = None) -> float | None:
@@ -73,7 +67,7 @@ def small_task_average(table: dict, arm: str, tasks) -> list[float]:
     """Per seed, the mean task score over the small tasks (seeds that have all of them)."""
     per_task = [dict(sorted(table.get(arm, {}).get(task, {}).items())) for task in tasks]
     seeds = set.intersection(*(set(by_seed) for by_seed in per_task)) if per_task else set()
-    return [sum(task_scores(by_seed[seed]) for by_seed in per_task) / len(per_task) for seed in sorted(seeds)]
+    return [sum(task_score(by_seed[seed]) for by_seed in per_task) / len(per_task) for seed in sorted(seeds)]
 
 
 def targets(table: dict, tasks) -> list[str]:
@@ -133,61 +127,14 @@ def task_table(table: dict, task: str, metrics: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def plot(table: dict, tasks, curves_run: Path | None, metrics_png: Path, curves_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    figure, axes = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(ARMS)
-    for i, (arm, label) in enumerate(ARMS.items()):
-        stats = [mean_std(scores(table, arm, task)) for task in tasks]
-        means = [100 * (m if m is not None else np.nan) for m, _ in stats]
-        errors = [100 * (s or 0.0) for _, s in stats]
-        axes.bar(np.arange(len(tasks)) + (i - (len(ARMS) - 1) / 2) * width, means, width, yerr=errors, capsize=2,
-                 label=label)
-    axes.set_xticks(np.arange(len(tasks)), tasks)
-    axes.set_ylabel("dev score (mean of the task's metrics, ×100)")
-    axes.set_title("GLUE dev, MiniLM-L6: mean ± std over seeds")
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(metrics_png, dpi=120)
-    plt.close(figure)
-    if curves_run is None or not (curves_run / "metrics.jsonl").is_file():
-        return
-    rows = [json.loads(line) for line in (curves_run / "metrics.jsonl").read_text().splitlines()]
-    figure, (loss_axes, dev_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for task in tasks:
-        points = [(row["step"], row["loss"]) for row in rows if row["type"] == "train" and row["task"] == task]
-        if points:
-            steps, losses = zip(*points)
-            window = max(1, min(20, len(losses) // 5))  # running mean over this task's last batches
-            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-            loss_axes.plot(steps[window - 1:], smooth, label=task)
-        evals = [(row["step"], 100 * task_scores(row["metrics"][task])) for row in rows
-                 if row["type"] == "eval" and task in row["metrics"]]
-        if evals:
-            dev_axes.plot(*zip(*evals), "o-", label=task)
-    loss_axes.set(xlabel="update", ylabel="training loss (running mean per task)", title="stage 2: training loss",
-                  yscale="log")
-    dev_axes.set(xlabel="update", ylabel="dev score ×100", title="stage 2: dev score per task")
-    for axes in (loss_axes, dev_axes):
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(curves_png, dpi=120)
-    plt.close(figure)
-
-
-def plan_lines(plan: Plan, sizes: dict[str, tuple[int, int]]) -> list[str]:
+def plan_lines(plan: ReproducePlan, sizes: dict[str, tuple[int, int]]) -> list[str]:
     lines = ["| task | training examples used | of | epochs | seeds |", "|---|---|---|---|---|"]
     for task, (used, total) in sizes.items():
         lines.append(f"| {task} | {used:,} | {total:,} | {plan.epochs} | {len(plan.seeds)} |")
     return lines
 
 
-def training_sizes(plan: Plan) -> dict[str, tuple[int, int]]:
+def training_sizes(plan: ReproducePlan) -> dict[str, tuple[int, int]]:
     """Task -> (training examples used, training examples there are)."""
     from mtdnn.sources import glue_dir_from, load_split
     from mtdnn.tasks import resolve_tasks
@@ -211,8 +158,8 @@ def rerun_lines(table: dict, other: dict, other_dir: Path | str) -> list[str]:
             seeds = sorted(set(by_seed) & set(other.get(arm, {}).get(task, {})))
             if not seeds:
                 continue
-            ours = [task_scores(by_seed[seed]) for seed in seeds]
-            theirs = [task_scores(other[arm][task][seed]) for seed in seeds]
+            ours = [task_score(by_seed[seed]) for seed in seeds]
+            theirs = [task_score(other[arm][task][seed]) for seed in seeds]
             (mean, std), (mean_other, std_other) = mean_std(ours), mean_std(theirs)
             identical.append(ours == theirs)
             if std is None:
@@ -237,7 +184,7 @@ def job_hours(rows: list[dict]) -> float:
     return (sum(row.get("seconds", 0) for row in rows if "shared_run" not in row) + sum(shared.values())) / 3600
 
 
-def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path, command: str,
+def write_report(plan: ReproducePlan, store: ResultStore, output_dir: Path, report: Path, command: str,
                  rerun: Path | None = None) -> str:
     """The report's section and plots; `rerun`: the output directory of a second run of the same plan to compare."""
     from mtdnn.tasks import resolve_tasks
@@ -247,13 +194,15 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
     tasks = [task_name(entry) for entry in plan.tasks]
     metrics_png, curves_png = report.parent / "reproduce.png", report.parent / "reproduce_curves.png"
     first_seed = output_dir / "runs" / "mtdnn" / f"seed-{plan.seeds[0]}"
-    plot(table, tasks, first_seed, metrics_png, curves_png)
+    plot_scores({label: [mean_std(scores(table, arm, task)) for task in tasks] for arm, label in ARMS.items()},
+                tasks, metrics_png)
+    plot_curves(first_seed, tasks, curves_png)
     hours = job_hours(rows)
     relative = lambda path: os.path.relpath(path, report.parent)  # noqa: E731
-    text = experiment.report_header(
+    text = report_header(
         "## Reproduction: single-task fine-tuning vs MT-DNN (issue 6)", command=command, target="reproduce",
         output_dir=output_dir, smoke=None if plan.name == "full" else f"tiny training subsets, {len(plan.seeds)} seed",
-        job_time=f"{hours:.2f} h of job time in all (summed over jobs and invocations, {experiment.how_jobs_ran(rows)}; "
+        job_time=f"{hours:.2f} h of job time in all (summed over jobs and invocations, {how_jobs_ran(rows)}; "
                  "jobs side by side each count their own time, and a load from other processes slows them)")
     text += [
         f"Encoder `{plan.model}` (6 layers, hidden 384). Same settings in every arm: max length "
@@ -312,5 +261,5 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
           if rerun else []),
     ]
     body = "\n".join(text)
-    experiment.write_section(report, "reproduce", body)
+    write_section(report, "reproduce", body)
     return "\n".join(summary_table(table, tasks))

@@ -6,27 +6,31 @@ is fine-tuned with the encoder (a) of that MT-DNN run and (b) of the original pr
 same hyper-parameters. Every (encoder, fraction, sample) result is one JSON file: a re-run skips finished
 jobs and resumes interrupted training. Writes its section of docs/results.md and a plot.
 
-    python scripts/transfer.py                   # the full run (~45 minutes on 2 idle CPU cores)
-    python scripts/transfer.py --held-out mrpc   # another held-out task
-    python scripts/transfer.py --quick           # a smoke run (a few minutes)
+    python -m scripts.transfer                   # the full run (`make transfer`)
+    python -m scripts.transfer --held-out mrpc   # another held-out task
+    python -m scripts.transfer --quick           # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import shlex
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import experiment
-from experiment import ResultStore, format_mean_std, mean_std, task_name
+from mtdnn.metrics import task_score
+from mtdnn.training import train
+from scripts import jobs
+from scripts.plan import Plan, claim_output_dir, task_name
+from scripts.report import driver_command, how_jobs_ran, report_header, write_section
+from scripts.results import ResultStore, run_or_load
+from scripts.stats import format_mean_std, mean_std
+from scripts.subsets import subset_size, write_subset
 
 logger = logging.getLogger("transfer")
 
@@ -35,7 +39,7 @@ ENCODERS = {"mtdnn": "MT-DNN encoder (stage 2 without the task)", "pretrained": 
 
 
 @dataclass(frozen=True, kw_only=True)
-class Plan(experiment.Recipe):
+class TransferPlan(Plan):
     """What one run trains; both encoders get the same settings and the same subsets."""
 
     name: str
@@ -55,14 +59,10 @@ class Plan(experiment.Recipe):
     stage2_seed: int = 1
 
 
-# Budget: stage 2 ≈ 0.53M real tokens per epoch (SST-2 capped); fine-tuning on RTE ≈ 0.17M tokens per epoch at
-# 100% (x3 samples x2 encoders), a tenth of that at 10%. Measured here with two single-threaded workers: stage 2
-# ~1 update/s (~24 min for its 1,416), the pre-trained encoder's 0.1-10% points ~1 min each and a 100% point
-# ~8 min beside it; the MT-DNN encoder's 100% points ~7-10 min each. The first full run was done in two parts: the
-# second (the last 500 stage-2 updates and 14 of the 24 jobs) took 34 min, so ~45 min in all is the estimate.
-FULL = Plan(name="full")
-QUICK = Plan(name="quick", fractions=(0.001, 0.01, 0.05), samples=2, epochs=1,
-             source_caps={task: 64 for task in TASKS}, max_eval_samples=128)
+# What the full run costs here: docs/results.md, "How the experiments' budgets were chosen".
+FULL = TransferPlan(name="full")
+QUICK = TransferPlan(name="quick", fractions=(0.001, 0.01, 0.05), samples=2, epochs=1,
+                     source_caps={task: 64 for task in TASKS}, max_eval_samples=128)
 
 
 PAPER_TABLE4 = {
@@ -90,19 +90,18 @@ def fraction_label(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
-def run_finetune(plan: Plan, entry, encoder: str, seed: int, run_dir: Path) -> dict:
-    config = experiment.mtdnn_config([entry], run_dir, seed, plan.settings(), encoder)
-    experiment.train_or_resume(config)
-    metrics = experiment.final_metrics(run_dir)
-    experiment.remove_checkpoints(run_dir)
+def run_finetune(plan: TransferPlan, entry, encoder: str, seed: int, run_dir: Path) -> dict:
+    jobs.run_stage(train, jobs.mtdnn_config([entry], run_dir, seed, plan.settings(), encoder))
+    metrics = jobs.final_metrics(run_dir)
+    jobs.remove_checkpoints(run_dir)
     return {"metrics": metrics[plan.held_out]}
 
 
-def held_out_entry(plan: Plan) -> str | dict:
+def held_out_entry(plan: TransferPlan) -> str | dict:
     return next(entry for entry in plan.tasks if task_name(entry) == plan.held_out)
 
 
-def held_out_split(plan: Plan, split: str) -> dict[str, list]:
+def held_out_split(plan: TransferPlan, split: str) -> dict[str, list]:
     from mtdnn.sources import glue_dir_from, load_split
     from mtdnn.tasks import resolve_tasks
 
@@ -113,18 +112,17 @@ def result_key(encoder: str, fraction: float, sample: int) -> tuple[str, str, st
     return encoder, f"frac-{fraction:g}", f"sample-{sample}"
 
 
-def train_stage2(plan: Plan, output_dir: Path) -> str:
+def train_stage2(plan: TransferPlan, output_dir: Path) -> str:
     """MT-DNN stage 2 on every task but the held-out one (trained, resumed, or only found); its final checkpoint."""
-    sources = [experiment.write_subset(entry, plan.source_caps[task_name(entry)], 0, output_dir / "data")
+    sources = [write_subset(entry, plan.source_caps[task_name(entry)], 0, output_dir / "data")
                if task_name(entry) in plan.source_caps else entry
                for entry in plan.tasks if task_name(entry) != plan.held_out]
     stage2_dir = output_dir / "runs" / "mtdnn"
-    config = experiment.mtdnn_config(sources, stage2_dir, plan.stage2_seed, plan.settings(), plan.model)
-    experiment.train_or_resume(config)
+    jobs.run_stage(train, jobs.mtdnn_config(sources, stage2_dir, plan.stage2_seed, plan.settings(), plan.model))
     return str((stage2_dir / "last").resolve())
 
 
-def finetune_job(plan: Plan, output_dir: Path, encoder: str, source: str, entry, fraction: float, sample: int,
+def finetune_job(plan: TransferPlan, output_dir: Path, encoder: str, source: str, entry, fraction: float, sample: int,
                  size: int) -> None:
     """One point of a curve: the held-out task learnt from one subset, starting from `source`."""
     run_dir = output_dir / "runs" / encoder / f"frac-{fraction:g}" / f"sample-{sample}"
@@ -133,19 +131,19 @@ def finetune_job(plan: Plan, output_dir: Path, encoder: str, source: str, entry,
         encoder=encoder, fraction=fraction, sample=sample, train_examples=size)
 
 
-def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
+def run_all(plan: TransferPlan, output_dir: Path, workers: int = 1) -> ResultStore:
     """Every job not finished yet, `workers` at a time: stage 2 and the pre-trained encoder's curve first, then
     the MT-DNN encoder's curve once stage 2 has finished."""
     store = ResultStore(output_dir / "results")
     total = len(held_out_split(plan, "train")["idx"])
-    jobs = [(fraction, sample) for fraction in plan.fractions for sample in range(1, plan.samples + 1)]
-    sizes = {job: experiment.subset_size(job[0], total) for job in jobs}
+    points = [(fraction, sample) for fraction in plan.fractions for sample in range(1, plan.samples + 1)]
+    sizes = {job: subset_size(job[0], total) for job in points}
     entries = {job: held_out_entry(plan) if sizes[job] == total  # subsets written before any worker reads them
-               else experiment.write_subset(held_out_entry(plan), sizes[job], job[1], output_dir / "data")
-               for job in jobs}
-    pending = {encoder: [job for job in jobs if store.load(*result_key(encoder, *job)) is None]
+               else write_subset(held_out_entry(plan), sizes[job], job[1], output_dir / "data")
+               for job in points}
+    pending = {encoder: [job for job in points if store.load(*result_key(encoder, *job)) is None]
                for encoder in ENCODERS}
-    with experiment.job_pool(workers) as pool:
+    with jobs.job_pool(workers) as pool:
         stage2 = pool.submit(train_stage2, plan, output_dir) if pending["mtdnn"] else None
         for job in pending["pretrained"]:
             pool.submit(finetune_job, plan, output_dir, "pretrained", plan.model, entries[job], *job, sizes[job])
@@ -153,11 +151,11 @@ def run_all(plan: Plan, output_dir: Path, workers: int = 1) -> ResultStore:
             checkpoint = pool.result(stage2)
             for job in pending["mtdnn"]:
                 pool.submit(finetune_job, plan, output_dir, "mtdnn", checkpoint, entries[job], *job, sizes[job])
-    experiment.remove_checkpoints(output_dir / "runs" / "mtdnn")
+    jobs.remove_checkpoints(output_dir / "runs" / "mtdnn")
     return store
 
 
-def majority_accuracy(plan: Plan) -> float | None:
+def majority_accuracy(plan: TransferPlan) -> float | None:
     """Dev accuracy of always predicting the most common dev label (classification tasks)."""
     from mtdnn.tasks import resolve_tasks
 
@@ -169,12 +167,12 @@ def majority_accuracy(plan: Plan) -> float | None:
 
 def curve(rows: list[dict], encoder: str, fraction: float) -> list[float]:
     """Per sample, the held-out task's dev score (mean of its metrics)."""
-    return [sum(row["metrics"].values()) / len(row["metrics"])
+    return [task_score(row["metrics"])
             for row in sorted(rows, key=lambda row: row["sample"])
             if row["encoder"] == encoder and row["fraction"] == fraction]
 
 
-def table_lines(plan: Plan, rows: list[dict]) -> list[str]:
+def table_lines(plan: TransferPlan, rows: list[dict]) -> list[str]:
     lines = [f"| fraction of {plan.held_out} train | examples | {ENCODERS['mtdnn']} | {ENCODERS['pretrained']} | "
              "Δ (MT-DNN − pre-trained) | samples |", "|---|---|---|---|---|---|"]
     for fraction in plan.fractions:
@@ -188,7 +186,7 @@ def table_lines(plan: Plan, rows: list[dict]) -> list[str]:
     return lines
 
 
-def plot(plan: Plan, rows: list[dict], path: Path, majority: float | None) -> None:
+def plot(plan: TransferPlan, rows: list[dict], path: Path, majority: float | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,7 +209,7 @@ def plot(plan: Plan, rows: list[dict], path: Path, majority: float | None) -> No
     plt.close(figure)
 
 
-def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path, command: str) -> str:
+def write_report(plan: TransferPlan, store: ResultStore, output_dir: Path, report: Path, command: str) -> str:
     rows = store.rows()
     png = report.parent / f"transfer_{plan.held_out}.png"
     majority = majority_accuracy(plan)
@@ -223,10 +221,10 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
     caps = ", ".join(f"{task} {cap:,}" for task, cap in plan.source_caps.items() if task in sources) or "none"
     smoke = (f"tiny stage 2, fractions {', '.join(map(fraction_label, plan.fractions))}, {plan.samples} samples"
              if plan.name != "full" else None)
-    text = experiment.report_header(
+    text = report_header(
         f"## Transfer to a held-out task: {plan.held_out} (issue 8, paper Table 4)", command=command,
         target="transfer", output_dir=output_dir, smoke=smoke,
-        job_time=f"{hours:.2f} h of fine-tuning jobs, stage 2 not counted ({experiment.how_jobs_ran(rows)})")
+        job_time=f"{hours:.2f} h of fine-tuning jobs, stage 2 not counted ({how_jobs_ran(rows)})")
     text += [
         f"Stage 2: `{plan.model}` multi-task trained on {', '.join(sources)} (training caps: {caps}; seed "
         f"{plan.stage2_seed}), {plan.epochs} epoch(s). Then {plan.held_out} is learnt with a fresh head from "
@@ -251,7 +249,7 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
         f"encoder had learnt entailment before adapting. Ours learnt only from {', '.join(sources)}: any gain "
         "here comes from those tasks, and a small or absent gain is not evidence against the paper.",
         "- The paper's fractions were of SNLI (549,367 training pairs) and SciTail (23,596): its 0.1% is 549 "
-        f"and 23 examples; ours, of {plan.held_out}'s {total:,}, is {experiment.subset_size(min(plan.fractions), total)}. "
+        f"and 23 examples; ours, of {plan.held_out}'s {total:,}, is {subset_size(min(plan.fractions), total)}. "
         "With a fixed number of epochs the smallest subsets get one or two updates, so their scores mostly "
         "reflect the barely trained head on each encoder's features, near the majority class for both.",
         "- The paper's encoders were BERT-base and MT-DNN-base (stage 2 on GLUE from BERT-base), 5 random "
@@ -265,14 +263,14 @@ def write_report(plan: Plan, store: ResultStore, output_dir: Path, report: Path,
         "",
         f"![{plan.held_out}: dev score vs fraction of the training set]({os.path.relpath(png, report.parent)})",
     ]
-    experiment.write_section(report, f"transfer-{plan.held_out}", "\n".join(text))
+    write_section(report, f"transfer-{plan.held_out}", "\n".join(text))
     return "\n".join(table_lines(plan, rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", default="rte", help="the task left out of stage 2 (default rte)")
-    experiment.add_run_arguments(parser, "transfer-<task>", quick="tiny stage 2, small fractions, 2 samples")
+    jobs.add_run_arguments(parser, "transfer-<task>", quick="tiny stage 2, small fractions, 2 samples")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -280,13 +278,13 @@ def main() -> None:
     if plan.held_out not in map(task_name, plan.tasks):
         parser.error(f"--held-out must be one of the tasks with training data here: {', '.join(plan.tasks)}")
     output_dir = args.output_dir or Path(f"runs/transfer-{plan.held_out}" + ("-quick" if args.quick else ""))
-    experiment.claim_output_dir(output_dir, plan)
+    claim_output_dir(output_dir, plan)
     started = time.perf_counter()
-    workers = args.workers or experiment.default_workers()
-    store = experiment.run_or_load(output_dir, "transfer",
-                                   None if args.report_only else lambda: run_all(plan, output_dir, workers))
+    workers = args.workers or jobs.default_workers()
+    store = run_or_load(output_dir, "transfer",
+                        None if args.report_only else lambda: run_all(plan, output_dir, workers))
     logger.info("finished in %.0f s", time.perf_counter() - started)
-    command = " ".join(["python scripts/transfer.py", *map(shlex.quote, sys.argv[1:])])
+    command = driver_command("transfer", sys.argv[1:])
     print(write_report(plan, store, output_dir, args.report, command))
     print(f"\nwrote {args.report}")
 

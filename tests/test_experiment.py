@@ -1,26 +1,24 @@
-"""scripts/experiment.py: result files that make a re-run skip finished jobs, mean ± std, random subsets."""
+"""What the experiment drivers share: result files that make a re-run skip finished jobs, mean ± std, random
+subsets, report sections, plans and the job pool (scripts.jobs, results, stats, subsets, report, plan)."""
 
 import json
-import sys
 
 import pytest
 
-from conftest import GLUE_DIR, REPO, needs_glue
-
-sys.path.insert(0, str(REPO / "scripts"))
-import experiment  # noqa: E402
+from conftest import GLUE_DIR, needs_glue
+from scripts import jobs, machine, plan, report, results, stats, subsets
 
 
 def test_mean_std_and_its_format():
-    mean, std = experiment.mean_std([0.8, 0.9, 1.0])
+    mean, std = stats.mean_std([0.8, 0.9, 1.0])
     assert mean == pytest.approx(0.9) and std == pytest.approx(0.1)  # sample std (n - 1)
-    assert experiment.format_mean_std([0.8, 0.9, 1.0]) == "90.0 ± 10.0"
-    assert experiment.format_mean_std([0.9]) == "90.0" and experiment.mean_std([0.9]) == (0.9, None)
-    assert experiment.format_mean_std([]) == "–"
+    assert stats.format_mean_std([0.8, 0.9, 1.0]) == "90.0 ± 10.0"
+    assert stats.format_mean_std([0.9]) == "90.0" and stats.mean_std([0.9]) == (0.9, None)
+    assert stats.format_mean_std([]) == "–"
 
 
 def test_a_finished_job_is_skipped(tmp_path):
-    store, calls = experiment.ResultStore(tmp_path), []
+    store, calls = results.ResultStore(tmp_path), []
     work = lambda: calls.append(1) or {"metrics": {"accuracy": 0.75}}  # noqa: E731
     first = store.run_once(("single", "rte", "seed-1"), work, arm="single", seed=1)
     again = store.run_once(("single", "rte", "seed-1"), work, arm="single", seed=1)
@@ -31,7 +29,7 @@ def test_a_finished_job_is_skipped(tmp_path):
 
 
 def test_a_failed_job_leaves_no_result(tmp_path):
-    store = experiment.ResultStore(tmp_path)
+    store = results.ResultStore(tmp_path)
 
     def fail():
         raise RuntimeError("interrupted")
@@ -42,8 +40,8 @@ def test_a_failed_job_leaves_no_result(tmp_path):
 
 
 def test_subset_size():
-    assert experiment.subset_size(0.001, 2490) == 2 and experiment.subset_size(0.01, 2490) == 25
-    assert experiment.subset_size(1.0, 2490) == 2490 and experiment.subset_size(0.0001, 100) == 1
+    assert subsets.subset_size(0.001, 2490) == 2 and subsets.subset_size(0.01, 2490) == 25
+    assert subsets.subset_size(1.0, 2490) == 2490 and subsets.subset_size(0.0001, 100) == 1
 
 
 def _lines(path):
@@ -57,9 +55,9 @@ def test_subsets_are_reproducible_by_seed_and_load_as_the_task(task_files, tiny_
     from mtdnn.tasks import resolve_tasks
 
     entry = task_files["pair"]
-    first = experiment.write_subset(entry, 10, seed=3, directory=tmp_path / "a")
-    same = experiment.write_subset(entry, 10, seed=3, directory=tmp_path / "b")
-    other = experiment.write_subset(entry, 10, seed=4, directory=tmp_path / "c")
+    first = subsets.write_subset(entry, 10, seed=3, directory=tmp_path / "a")
+    same = subsets.write_subset(entry, 10, seed=3, directory=tmp_path / "b")
+    other = subsets.write_subset(entry, 10, seed=4, directory=tmp_path / "c")
     assert len(_lines(first["data_files"]["train"])) == 10
     assert _lines(first["data_files"]["train"]) == _lines(same["data_files"]["train"])
     assert _lines(first["data_files"]["train"]) != _lines(other["data_files"]["train"])
@@ -81,7 +79,7 @@ def test_a_glue_task_subset_keeps_its_columns_and_labels(tmp_path, monkeypatch):
     from mtdnn.tasks import resolve_tasks
 
     monkeypatch.setenv("GLUE_DIR", str(GLUE_DIR))
-    entry = experiment.write_subset("rte", 25, seed=1, directory=tmp_path)
+    entry = subsets.write_subset("rte", 25, seed=1, directory=tmp_path)
     assert entry["name"] == "rte"
     columns = load_split(resolve_tasks([entry])["rte"], "train", None)
     assert len(columns["idx"]) == 25 and set(columns["label"]) <= {0, 1} and len(columns["text_b"]) == 25
@@ -90,11 +88,11 @@ def test_a_glue_task_subset_keeps_its_columns_and_labels(tmp_path, monkeypatch):
 
 
 def test_a_report_section_replaces_only_itself(tmp_path):
-    report = tmp_path / "results.md"
-    report.write_text("# Results\n\nintro\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
-    experiment.write_section(report, "reproduce", "first")
-    experiment.write_section(report, "reproduce", "second")
-    text = report.read_text()
+    path = tmp_path / "results.md"
+    path.write_text("# Results\n\nintro\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
+    report.write_section(path, "reproduce", "first")
+    report.write_section(path, "reproduce", "second")
+    text = path.read_text()
     assert "keep me" in text and "intro" in text and "first" not in text
     assert text.count("<!-- reproduce:begin -->") == 1 and "second" in text
 
@@ -104,30 +102,38 @@ def test_final_metrics_are_those_after_the_last_update(tmp_path):
             {"type": "train", "step": 6, "loss": 0.1},
             {"type": "eval", "step": 10, "metrics": {"rte": {"accuracy": 0.6}}}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    assert experiment.final_metrics(tmp_path) == {"rte": {"accuracy": 0.6}}
+    assert jobs.final_metrics(tmp_path) == {"rte": {"accuracy": 0.6}}
 
 
 def test_an_output_dir_accepts_its_own_plan_in_any_key_order_and_refuses_another(tmp_path):
-    plan = experiment.Recipe(epochs=2)
-    experiment.claim_output_dir(tmp_path, plan)
+    two_epochs = plan.Plan(epochs=2)
+    plan.claim_output_dir(tmp_path, two_epochs)
     stored = json.loads((tmp_path / "plan.json").read_text())
     (tmp_path / "plan.json").write_text(json.dumps(dict(reversed(list(stored.items())))))  # older field order
-    experiment.claim_output_dir(tmp_path, plan)  # the same plan: accepted
+    plan.claim_output_dir(tmp_path, two_epochs)  # the same plan: accepted
     with pytest.raises(SystemExit, match="different plan"):
-        experiment.claim_output_dir(tmp_path, experiment.Recipe(epochs=3))
+        plan.claim_output_dir(tmp_path, plan.Plan(epochs=3))
     older = tmp_path / "older"  # results from before plans were recorded: whose plan they were is unknown
-    experiment.ResultStore(older / "results").save({"metrics": {}}, "baseline", "seed-1")
+    results.ResultStore(older / "results").save({"metrics": {}}, "baseline", "seed-1")
     with pytest.raises(SystemExit, match="unrecorded plan"):
-        experiment.claim_output_dir(older, plan)
+        plan.claim_output_dir(older, two_epochs)
     assert not (older / "plan.json").exists()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_job_pool_returns_results_and_a_failure_stops_it(workers, tmp_path):
     with pytest.raises(TypeError):  # raised in the worker process, re-raised here
-        with experiment.job_pool(workers) as pool:
-            assert [pool.submit(experiment.subset_size, 0.5, n).result() for n in (10, 4)] == [5, 2]
-            pool.submit(experiment.subset_size, 0.5, "ten")
+        with jobs.job_pool(workers) as pool:
+            assert [pool.submit(subsets.subset_size, 0.5, n).result() for n in (10, 4)] == [5, 2]
+            pool.submit(subsets.subset_size, 0.5, "ten")
             for number in range(20):  # a free worker is waited for, and the failure is raised meanwhile
                 pool.submit((tmp_path / f"job-{number}").touch)
     assert len(list(tmp_path.iterdir())) < 20  # at most the jobs already in flight ran
+
+
+def test_the_machine_line_of_a_report_shows_what_the_benchmark_stores():
+    described = machine.machine()
+    assert {"cpu", "cores", "accelerator", "torch_threads", "torch", "transformers", "python"} <= set(described)
+    line = machine.machine_line({**described, "cpu": "AMD EPYC", "cores": 2, "accelerator": "no GPU",
+                                 "torch_threads": 2, "torch": "2.13.0", "transformers": "5.24.0", "python": "3.11.7"})
+    assert line == "AMD EPYC, 2 cores, no GPU; torch 2.13.0 (2 threads), transformers 5.24.0, Python 3.11.7"

@@ -1,23 +1,13 @@
-"""scripts/pipeline.py: stage 2 on every task, stage 3 per task, and the dev table of both."""
+"""scripts.pipeline: stage 2 on every task, stage 3 per task, and the dev table of both."""
 
-import importlib.util
 import json
 
-import pytest
 import yaml
 
-from conftest import REPO
+from scripts import pipeline
 
 
-@pytest.fixture(scope="module")
-def pipeline():
-    spec = importlib.util.spec_from_file_location("pipeline", REPO / "scripts" / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_pipeline_prints_the_dev_table_of_both_stages(pipeline, tiny_model_dir, task_files, tmp_path, capsys):
+def test_pipeline_prints_the_dev_table_of_both_stages(tiny_model_dir, task_files, tmp_path, capsys):
     config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
               "train": {"learning_rate": 1e-3}, "output_dir": str(tmp_path / "run")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

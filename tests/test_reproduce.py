@@ -1,15 +1,10 @@
-"""scripts/reproduce.py: aggregation over seeds, the targets' verdicts, and a tiny run that a re-run skips."""
-
-import sys
+"""scripts.reproduce: aggregation over seeds, the targets' verdicts, and a tiny run that a re-run skips."""
 
 import pytest
 
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import experiment  # noqa: E402
-import reproduce  # noqa: E402
-import reproduce_report as report  # noqa: E402
+from scripts import jobs, reproduce
+from scripts import reproduce_report as report
+from scripts.reproduce_plan import ReproducePlan
 
 
 def _rows(values: dict) -> list[dict]:
@@ -63,7 +58,7 @@ def test_a_stage_2_run_counts_once_in_the_job_time():
 
 
 def test_a_tiny_run_trains_every_arm_and_a_rerun_skips_them(tiny_model_dir, task_files, tmp_path, monkeypatch):
-    plan = reproduce.Plan(name="test", seeds=(1,), epochs=1, train_caps={"single": 40}, stage2_evals_per_epoch=1,
+    plan = ReproducePlan(name="test", seeds=(1,), epochs=1, train_caps={"single": 40}, stage2_evals_per_epoch=1,
                           tasks=(task_files["single"], task_files["score"]), model=str(tiny_model_dir),
                           max_seq_length=32, learning_rate=1e-3)
     store = reproduce.run_all(plan, tmp_path, workers=2)  # jobs in two spawned processes, one thread each
@@ -78,7 +73,7 @@ def test_a_tiny_run_trains_every_arm_and_a_rerun_skips_them(tiny_model_dir, task
     def no_training(*args, **kwargs):
         raise AssertionError("a finished job was run again")
 
-    monkeypatch.setattr(experiment, "train_or_resume", no_training)
+    monkeypatch.setattr(jobs, "run_stage", no_training)
     monkeypatch.setattr(reproduce, "run_trainer", no_training)
     assert reproduce.run_all(plan, tmp_path).rows() == rows
 
@@ -98,7 +93,7 @@ def test_the_trainer_reference_scores_predictions_against_their_own_labels(task_
     from mtdnn.pretrained import load_tokenizer
     from mtdnn.tasks import resolve_tasks
 
-    plan = reproduce.Plan(name="test", seeds=(1,), epochs=1, model=str(tiny_model_dir), max_seq_length=32,
+    plan = ReproducePlan(name="test", seeds=(1,), epochs=1, model=str(tiny_model_dir), max_seq_length=32,
                           batch_size=8, learning_rate=1e-3)
     seen = {}
     original_predict, original_from_logits = transformers.Trainer.predict, mtdnn.evaluation.predictions_from_logits

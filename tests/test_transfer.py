@@ -1,16 +1,10 @@
-"""scripts/transfer.py: the Table 4 style summary, and a tiny run over both encoders that a re-run skips."""
+"""scripts.transfer: the Table 4 style summary, and a tiny run over both encoders that a re-run skips."""
 
-import sys
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import experiment  # noqa: E402
-import transfer  # noqa: E402
+from scripts import jobs, transfer
 
 
 def test_table_gives_mean_std_per_fraction_and_encoder():
-    plan = transfer.Plan(name="test", fractions=(0.01, 1.0), samples=2)
+    plan = transfer.TransferPlan(name="test", fractions=(0.01, 1.0), samples=2)
     rows = [{"encoder": encoder, "fraction": fraction, "sample": sample, "train_examples": size,
              "metrics": {"accuracy": value}}
             for encoder, fraction, sample, size, value in [
@@ -23,7 +17,7 @@ def test_table_gives_mean_std_per_fraction_and_encoder():
 
 
 def test_a_tiny_run_fine_tunes_both_encoders_on_each_fraction(tiny_model_dir, task_files, tmp_path, monkeypatch):
-    plan = transfer.Plan(name="test", held_out="pair", fractions=(0.25, 1.0), samples=2, epochs=1, source_caps={},
+    plan = transfer.TransferPlan(name="test", held_out="pair", fractions=(0.25, 1.0), samples=2, epochs=1, source_caps={},
                          tasks=(task_files["single"], task_files["score"], task_files["pair"]),
                          model=str(tiny_model_dir), max_seq_length=32, learning_rate=1e-3)
     rows = transfer.run_all(plan, tmp_path, workers=2).rows()  # two spawned processes, one thread each
@@ -39,5 +33,5 @@ def test_a_tiny_run_fine_tunes_both_encoders_on_each_fraction(tiny_model_dir, ta
     def no_training(*args, **kwargs):
         raise AssertionError("a finished job was run again")
 
-    monkeypatch.setattr(experiment, "train_or_resume", no_training)
+    monkeypatch.setattr(jobs, "run_stage", no_training)
     assert transfer.run_all(plan, tmp_path).rows() == rows
