@@ -48,8 +48,10 @@ ablation: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.benchmark $(ARGS)
 
-# Single-task vs MT-DNN on GLUE dev, 4 arms x 3 seeds (issue 6; docs/results.md): ~2 h on 2 idle cores,
-# resumable (re-run to continue). `make reproduce ARGS=--quick`: a few minutes.
+# Single-task vs MT-DNN on GLUE dev with its controls (issues 6, 20; docs/results.md): a budget probe, then arm 1,
+# the equal-passes control, arms 2 and 3 x 3 seeds with bootstrap intervals: hours on 2 idle cores (the report gives
+# the job time), resumable (re-run to continue). ARGS=--accept-budget=N when no budget passes the probe;
+# ARGS=--quick: a few minutes.
 reproduce: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.reproduce $(ARGS)
 

@@ -6,8 +6,11 @@ config is a one-task config: the checkpoint's own, or a YAML file given for stag
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from mtdnn.checkpoint import CONFIG_FILE, load_checkpoint
 from mtdnn.config import Config, DistillationSettings, ModelSettings, SamplingSettings, load_config
@@ -16,6 +19,8 @@ from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec, path_for, resolve_tasks
 from mtdnn.training import train
 from mtdnn.yaml_settings import build_settings, read_yaml, with_overrides
+
+logger = logging.getLogger(__name__)
 
 
 def _task_entry(task_name: str, *task_lists: list) -> str | dict:
@@ -75,11 +80,18 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
     return with_overrides(config, overrides, config_path or checkpoint_file)
 
 
-def single_task_model(model: MTDNNModel, task: TaskSpec) -> MTDNNModel:
-    """The checkpoint's encoder with only `task`'s head, its weights copied from the checkpoint."""
+def single_task_model(model: MTDNNModel, task: TaskSpec, seed: int) -> MTDNNModel:
+    """The checkpoint's encoder with only `task`'s head: its weights copied from the checkpoint, or, for a task the
+    checkpoint has no head for (a new task, as WNLI after a stage 2 without it), a new head initialised from `seed`
+    as stage 2 initialises its heads."""
     if task.head is not None:
         raise MTDNNError(f"task `{task.name}` is predicted by the head of `{task.head}`; fine-tune `{task.head}` "
                          "instead.")
+    if task.name not in model.heads:
+        logger.info("the checkpoint has no head for %s: it gets a new one on the checkpoint's encoder", task.name)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return MTDNNModel(model.encoder, {task.name: task})
     trained = model.head_task(task.name)
     if (trained.type, trained.num_labels) != (task.type, task.num_labels):
         raise MTDNNError(
@@ -101,4 +113,5 @@ def finetune(checkpoint: str | Path, task_name: str, config_path: str | Path | N
     task = resolve_tasks(config.tasks)[task_name]
     if "train" not in (task.data_files or task.splits):
         raise MTDNNError(f"task `{task_name}` has no `train` split to fine-tune on.")
-    return train(config, overwrite=overwrite, model=single_task_model(model, task), resume=resume)
+    model = single_task_model(model, task, config.train.seed)
+    return train(config, overwrite=overwrite, model=model, resume=resume)

@@ -1,32 +1,37 @@
-"""Reproduction of MT-DNN's central claim (issue 6) on the GLUE data here, with the MiniLM encoder.
+"""Reproduction of MT-DNN's central claim (issues 6 and 20) on the GLUE data here, with the MiniLM encoder.
 
-Arms, each with the same hyper-parameters: (1) single-task fine-tuning with mtdnn, (1') the same through
-`transformers.Trainer`, (2) MT-DNN stage 2 (multi-task) alone, (3) stage 2 then stage 3 (per-task fine-tuning).
-Every (arm, task, seed) result is one JSON file under the output directory: a re-run skips finished jobs and
+Arms, each with the same hyper-parameters: (1) single-task fine-tuning, (control) arm 1's model fine-tuned again on
+its task as arm 3's stage 3 is, so with as many passes over it, (2) MT-DNN stage 2 (multi-task, WNLI left out as
+in the paper) alone, (3) stage 2 then stage 3 (per-task fine-tuning; WNLI with a new head). First a budget probe
+picks, from the plan's candidates, the cheapest budget at which arm 1 learns every task on every seed; its arm-1
+runs are arm 1. Every result is one JSON file under the output directory: a re-run skips finished jobs and
 resumes interrupted training from its last checkpoint. Writes its section of docs/results.md and two plots.
 
-    python -m scripts.reproduce            # the full run (`make reproduce`)
-    python -m scripts.reproduce --quick    # a smoke run: 64 examples per task, one seed
+    python -m scripts.reproduce                     # the full run (`make reproduce`)
+    python -m scripts.reproduce --accept-budget 2   # no candidate passed: go on with the second anyway
+    python -m scripts.reproduce --quick             # a smoke run: 64 examples per task, one seed
     python -m scripts.reproduce --report-only
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
-from mtdnn.finetuning import finetune
-from mtdnn.training import train
+from mtdnn.tasks import resolve_tasks
 from scripts import jobs
 from scripts.plan import claim_output_dir, described, task_name
+from scripts.predictions import load_labels
 from scripts.report import driver_command
-from scripts.reproduce_plan import FULL, QUICK, ReproducePlan
+from scripts.reproduce_budget import BudgetRefused, candidate, choose, judge, majority_floor
+from scripts.reproduce_plan import FULL, QUICK, QUICK_ACCEPTS, ReproducePlan
 from scripts.reproduce_report import write_report
+from scripts.reproduce_runs import run_chain, run_control, run_single, run_trainer
 from scripts.results import ResultStore, run_or_load
 from scripts.subsets import write_subset
 
@@ -43,151 +48,118 @@ def task_entries(plan: ReproducePlan, directory: Path) -> dict[str, str | dict]:
     return entries
 
 
-def run_single(plan: ReproducePlan, entry, seed: int, run_dir: Path) -> dict:
-    jobs.run_stage(train, jobs.mtdnn_config([entry], run_dir, seed, plan.settings(), plan.model))
-    metrics = jobs.final_metrics(run_dir)
-    jobs.remove_checkpoints(run_dir)
-    return {"metrics": next(iter(metrics.values()))}
-
-
-def stage2(plan: ReproducePlan, entries: dict, seed: int, run_dir: Path) -> Path:
-    """The multi-task run of `seed`: trained, resumed, or (finished already) only loaded; its final checkpoint."""
-    from mtdnn.data import load_task_data  # batches per epoch, to place the mid-epoch evaluations
-    from mtdnn.pretrained import load_tokenizer
-    from mtdnn.tasks import resolve_tasks
-
-    config = jobs.mtdnn_config(list(entries.values()), run_dir, seed, plan.settings(), plan.model)
-    tokenizer = load_tokenizer(plan.model)
-    batches = sum(-(-len(load_task_data(task, "train", tokenizer, config.data)) // plan.batch_size)
-                  for task in resolve_tasks(config.tasks).values())
-    config.train.eval_every_steps = max(1, batches // plan.stage2_evals_per_epoch)
-    config.train.log_every_steps = 1  # every batch's loss, for the learning curves
-    jobs.run_stage(train, config)
-    return (run_dir / "last").resolve()
-
-
-def run_finetune(plan: ReproducePlan, checkpoint: Path, name: str, seed: int, run_dir: Path) -> dict:
-    jobs.run_stage(finetune, checkpoint, name, overrides=[f"output_dir={run_dir}", f"train.seed={seed}",
-                                                          "train.eval_every_steps=null"])
-    metrics = jobs.final_metrics(run_dir)
-    jobs.remove_checkpoints(run_dir)
-    return {"metrics": metrics[name]}
-
-
-def run_trainer(plan: ReproducePlan, entry, seed: int, run_dir: Path) -> dict:
-    """Arm 1': `transformers.Trainer` on the same tokenised examples, settings and metric code."""
-    import math
-    import shutil
-
-    import datasets
-    import transformers
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from mtdnn.config import DataSettings
-    from mtdnn.data import load_task_data
-    from mtdnn.evaluation import predictions_from_logits
-    from mtdnn.metrics import compute_metrics
-    from mtdnn.pretrained import load_tokenizer, resolve
-    from mtdnn.tasks import resolve_tasks
-
-    task = next(iter(resolve_tasks([entry]).values()))
-    tokenizer = load_tokenizer(plan.model)
-    data_settings = DataSettings(max_seq_length=plan.max_seq_length, max_eval_samples=plan.max_eval_samples)
-    splits = {}
-    for split in ("train", "dev"):
-        data = load_task_data(task, split, tokenizer, data_settings,
-                              data_settings.max_eval_samples if split == "dev" else None)
-        columns = {"input_ids": data.input_ids.tolist(), "labels": data.labels.tolist()}
-        if data.token_type_ids is not None:
-            columns["token_type_ids"] = data.token_type_ids.tolist()
-        splits[split] = datasets.Dataset.from_dict(columns)
-    regression = task.type == "regression"
-    transformers.set_seed(seed)  # the classifier's initialisation, as mtdnn seeds its heads
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve(plan.model), num_labels=task.num_labels,
-        problem_type="regression" if regression else "single_label_classification")
-    total_steps = math.ceil(len(splits["train"]) / plan.batch_size) * plan.epochs
-    args = TrainingArguments(
-        output_dir=str(run_dir), per_device_train_batch_size=plan.batch_size, per_device_eval_batch_size=128,
-        learning_rate=plan.learning_rate, weight_decay=plan.weight_decay, num_train_epochs=plan.epochs,
-        warmup_steps=int(plan.warmup_ratio * total_steps), lr_scheduler_type="linear", max_grad_norm=1.0,
-        optim="adamw_torch_fused", seed=seed, train_sampling_strategy="group_by_length", eval_strategy="no",
-        save_strategy="epoch", save_total_limit=1, logging_steps=10, report_to="none", disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=splits["train"],
-                      data_collator=DataCollatorWithPadding(tokenizer))
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None)
-    output = trainer.predict(splits["dev"])
-    predictions = predictions_from_logits(task.type, output.predictions)  # (examples, num_labels) -> (examples,)
-    # output.label_ids, not the dataset's column: with group_by_length, transformers 5 also orders evaluation
-    # batches by length, so predictions come in the sampler's order
-    metrics = compute_metrics(task.metrics, task.type, predictions, output.label_ids)
-    for checkpoint in run_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
-    return {"metrics": metrics}
-
-
-def run_chain(plan: ReproducePlan, entries: dict, seed: int, output_dir: Path) -> None:
-    """Arms 2 and 3 of `seed`: stage 2 once, its per-task dev results, then stage 3 for every task."""
-    store, runs = ResultStore(output_dir / "results"), output_dir / "runs"
-    stage2_dir = runs / "mtdnn" / f"seed-{seed}"
-    pending = [name for name in entries
-               if store.load("mtdnn", name, f"seed-{seed}") is None
-               or store.load("finetuned", name, f"seed-{seed}") is None]
-    if not pending:
-        return
-    started = time.perf_counter()
-    checkpoint = stage2(plan, entries, seed, stage2_dir)
-    seconds = time.perf_counter() - started
-    for name, metrics in jobs.final_metrics(stage2_dir).items():
-        store.run_once(("mtdnn", name, f"seed-{seed}"), lambda: {"metrics": metrics, "seconds": seconds,
-                                                                 "shared_run": str(stage2_dir)},
-                       arm="mtdnn", task=name, seed=seed)
-    for name in entries:
-        store.run_once(("finetuned", name, f"seed-{seed}"),
-                       lambda: run_finetune(plan, checkpoint, name, seed, stage2_dir / "finetune" / name),
-                       arm="finetuned", task=name, seed=seed)
-    jobs.remove_checkpoints(stage2_dir)
-
-
-def run_job(plan: ReproducePlan, entries: dict, output_dir: Path, job: tuple) -> tuple:
-    """One unit of work: ("chain", seed) for arms 2 and 3, or (arm, task, seed) for arm 1 or 1'."""
+def run_job(plan: ReproducePlan, entries: dict, output_dir: Path, job: tuple) -> dict | None:
+    """One unit of work at `plan`'s budget: ("chain", seed) for arms 2 and 3, or (arm, task, seed) for arm 1
+    ("single"), the control, or arm 1' ("trainer"); the result row of the last three."""
     if job[0] == "chain":
-        run_chain(plan, entries, job[1], output_dir)
-        return job
+        return run_chain(plan, entries, job[1], output_dir)
     arm, name, seed = job
-    run_dir = output_dir / "runs" / arm / name / f"seed-{seed}"
-    work = run_single if arm == "single" else run_trainer
-    ResultStore(output_dir / "results").run_once((arm, name, f"seed-{seed}"),
-                                                 lambda: work(plan, entries[name], seed, run_dir),
-                                                 arm=arm, task=name, seed=seed)
-    return job
+    if arm == "control":
+        return run_control(plan, name, seed, output_dir)
+    run_dir = output_dir / "runs" / plan.budget_label / arm / name / f"seed-{seed}"
+    work = (lambda: run_single(plan, entries[name], seed, run_dir, output_dir / "dev_labels")) if arm == "single" \
+        else (lambda: run_trainer(plan, entries[name], seed, run_dir))
+    return ResultStore(output_dir / "results").run_once((plan.budget_label, arm, name, f"seed-{seed}"), work,
+                                                        arm=arm, task=name, seed=seed, budget=plan.budget_label)
 
 
-def run_all(plan: ReproducePlan, output_dir: Path, workers: int = 1) -> ResultStore:
-    """Every job not finished yet, `workers` at a time; a job that fails stops the run once the jobs in flight
-    end, and every finished job's result stays stored."""
-    store = ResultStore(output_dir / "results")
+def probe_order(plan: ReproducePlan) -> list[str]:
+    names = [task_name(entry) for entry in plan.tasks]
+    return [name for name in plan.probe_first if name in names] + [n for n in names if n not in plan.probe_first]
+
+
+def probe_candidate(plan: ReproducePlan, entries: dict, output_dir: Path, pool, workers: int,
+                    fail_fast: bool = True) -> list[dict]:
+    """Arm 1 at `plan`'s budget, task by task (`probe_order`) and seed by seed, each run judged as it ends; with
+    `fail_fast`, no run starts once one has missed (runs in flight on other workers finish, and are stored)."""
+    specs = resolve_tasks(list(entries.values()))
+    verdicts, in_flight = [], {}
+
+    def settle(wait: str | None) -> None:
+        if wait and in_flight:
+            concurrent.futures.wait(in_flight, return_when=wait)
+        for future in [future for future in in_flight if future.done()]:
+            name, seed = in_flight.pop(future)
+            row = pool.result(future)
+            floor = majority_floor(specs[name], load_labels(output_dir / "dev_labels")[name])
+            verdicts.append(judge(plan, name, seed, row["metrics"], floor))
+
+    for name in probe_order(plan):
+        for seed in plan.seeds:
+            settle(concurrent.futures.FIRST_COMPLETED if len(in_flight) >= workers else None)
+            if fail_fast and not all(verdict["passed"] for verdict in verdicts):
+                break
+            in_flight[pool.submit(run_job, plan, entries, output_dir, ("single", name, seed))] = (name, seed)
+    settle(concurrent.futures.ALL_COMPLETED)
+    order = probe_order(plan)
+    return sorted(verdicts, key=lambda verdict: (order.index(verdict["task"]), verdict["seed"]))
+
+
+def probe(plan: ReproducePlan, entries: dict, output_dir: Path, pool, workers: int,
+          accept: int | None) -> ReproducePlan:
+    """The budget every arm trains at: the first candidate at which arm 1 learns every task on every seed, else
+    candidate `accept` (its arm 1 completed), else BudgetRefused. The evidence goes to `budget.json`."""
+    records = []
+    for index, budget in enumerate(plan.budgets, 1):
+        records.append(candidate(index, plan.at(budget), probe_candidate(plan.at(budget), entries, output_dir, pool,
+                                                                         workers)))
+        if records[-1]["passed"]:
+            break
+    try:
+        choice = choose(records, accept)
+    finally:
+        (output_dir / "budget.json").write_text(json.dumps({"candidates": records}, indent=2))
+    chosen = plan.at(plan.budgets[choice["chosen"] - 1])
+    if choice["accepted"]:  # every task and seed of it, judged, though some miss
+        records[choice["chosen"] - 1] = candidate(choice["chosen"], chosen, probe_candidate(
+            chosen, entries, output_dir, pool, workers, fail_fast=False))
+    (output_dir / "budget.json").write_text(json.dumps({**choice, "candidates": records}, indent=2))
+    for other in {plan.at(budget).budget_label for budget in plan.budgets} - {chosen.budget_label}:
+        for run_dir in (output_dir / "runs" / other / "single").glob("*/seed-*"):
+            jobs.remove_checkpoints(run_dir)  # kept until now: an accepted candidate's control continues from them
+    return chosen
+
+
+def run_all(plan: ReproducePlan, output_dir: Path, workers: int = 1, accept: int | None = None) -> ResultStore:
+    """The probe, then every job not finished yet at the chosen budget, `workers` at a time; a job that fails stops
+    the run once the jobs in flight end, and every finished job's result stays stored."""
     entries = task_entries(plan, output_dir / "data")  # written once here, before any worker reads them
-    pending = [("chain", seed) for seed in plan.seeds]  # the longest first: stage 2 and its fine-tuning
-    pending += [(arm, name, seed) for seed in plan.seeds for name in entries for arm in ("single", "trainer")
-                if store.load(arm, name, f"seed-{seed}") is None]
     with jobs.job_pool(workers) as pool:
-        for job in pending:
-            pool.submit(run_job, plan, entries, output_dir, job)
-    return store
+        chosen = probe(plan, entries, output_dir, pool, workers, accept)
+        # the longest first: stage 2 and its fine-tuning; each control then frees its arm-1 checkpoint
+        for job in [("chain", seed) for seed in plan.seeds] + [("control", name, seed) for seed in plan.seeds
+                                                                for name in entries]:
+            pool.submit(run_job, chosen, entries, output_dir, job)
+    return ResultStore(output_dir / "results")
+
+
+def claim(output_dir: Path, plan: ReproducePlan) -> None:
+    """`claim_output_dir`, where a plan whose candidate budgets extend the stored plan's is the same experiment
+    (results are kept per budget): a budget can be added after the probe rejected every one."""
+    stored_file = output_dir / "plan.json"
+    if stored_file.is_file():
+        stored, wanted = json.loads(stored_file.read_text()), described(plan)
+        if ({**stored, "budgets": None} == {**wanted, "budgets": None}
+                and wanted["budgets"][:len(stored.get("budgets") or [])] == stored.get("budgets")):
+            stored_file.write_text(json.dumps(wanted, indent=2))
+    claim_output_dir(output_dir, plan)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    jobs.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed")
+    jobs.add_run_arguments(parser, "reproduce", quick="64 training examples per task, one seed; the budget probe "
+                           f"rejects every candidate, and the run goes on with candidate {QUICK_ACCEPTS}")
+    parser.add_argument("--accept-budget", type=int, default=None, metavar="N",
+                        help="when no candidate budget passes the probe, go on with candidate N (1-based) anyway")
     parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
                         help="the output directory of a re-run of the same plan: the report compares the two")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = QUICK if args.quick else FULL
+    accept = args.accept_budget if args.accept_budget is not None else (QUICK_ACCEPTS if args.quick else None)
+    if accept is not None and not 1 <= accept <= len(plan.budgets):
+        parser.error(f"--accept-budget {accept}: the plan has candidates 1 to {len(plan.budgets)}")
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     if args.compare:  # checked before any training: a mistake here should not cost the whole run
         if args.compare.resolve() == output_dir.resolve():
@@ -196,10 +168,16 @@ def main() -> None:
             parser.error(f"--compare {args.compare}: no plan.json there (not an output directory of this script)")
         if json.loads((args.compare / "plan.json").read_text()) != described(plan):
             parser.error(f"--compare {args.compare}: its results are of a different plan than this one")
-    claim_output_dir(output_dir, plan)
+    claim(output_dir, plan)
     workers = args.workers or jobs.default_workers()
-    store = run_or_load(output_dir, "reproduce",
-                        None if args.report_only else lambda: run_all(plan, output_dir, workers))
+    try:
+        store = run_or_load(output_dir, "reproduce",
+                            None if args.report_only else lambda: run_all(plan, output_dir, workers, accept))
+    except BudgetRefused as refusal:
+        sys.exit(f"{refusal}\nThe evidence: {output_dir / 'budget.json'}.")
+    choice_file = output_dir / "budget.json"
+    if not choice_file.is_file() or "chosen" not in json.loads(choice_file.read_text()):
+        sys.exit(f"{output_dir} has no chosen budget yet (budget.json): run without --report-only first")
     command = driver_command("reproduce", sys.argv[1:])
     print(write_report(plan, store, output_dir, args.report, command, rerun=args.compare))
     print(f"\nwrote {args.report}")

@@ -1,12 +1,15 @@
-"""What the experiment drivers share: result files that make a re-run skip finished jobs, mean ± std, random
-subsets, report sections, plans and the job pool (scripts.jobs, results, stats, subsets, report, plan)."""
+"""What the experiment drivers share: result files that make a re-run skip finished jobs, mean ± std, paired
+bootstrap intervals, random subsets, report sections, plans and the job pool (scripts.jobs, results, stats,
+bootstrap, subsets, report, plan)."""
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import GLUE_DIR, needs_glue
 from scripts import jobs, machine, plan, report, results, stats, subsets
+from scripts.bootstrap import Interval, Scored, compare, task_scores
 
 
 def test_mean_std_and_its_format():
@@ -137,3 +140,81 @@ def test_the_machine_line_of_a_report_shows_what_the_benchmark_stores():
     line = machine.machine_line({**described, "cpu": "AMD EPYC", "cores": 2, "accelerator": "no GPU",
                                  "torch_threads": 2, "torch": "2.13.0", "transformers": "5.24.0", "python": "3.11.7"})
     assert line == "AMD EPYC, 2 cores, no GPU; torch 2.13.0 (2 threads), transformers 5.24.0, Python 3.11.7"
+
+
+def _scored(predictions: dict, labels, metrics=("accuracy",), task_type="single_classification"):
+    return Scored({seed: np.asarray(values) for seed, values in predictions.items()}, np.asarray(labels),
+                  tuple(metrics), task_type)
+
+
+@pytest.mark.parametrize("metrics,task_type", [(("matthews_correlation",), "single_classification"),
+                                               (("accuracy", "f1"), "pair_classification"),
+                                               (("pearson", "spearmanr"), "regression")])
+def test_the_bootstrap_scores_a_resample_exactly_as_mtdnn_scores_it(metrics, task_type):
+    from mtdnn.metrics import compute_metrics, task_score
+
+    rng = np.random.default_rng(0)
+    if task_type == "regression":  # rounded: ties, which Spearman ranks as their average
+        labels = np.round(rng.uniform(0, 5, 150), 1).astype(np.float32)
+        predictions = np.round(labels + rng.normal(0, 1.5, 150), 1).astype(np.float32)
+    else:
+        labels = rng.integers(0, 2, 150)
+        predictions = np.where(rng.random(150) < 0.7, labels, 1 - labels)
+    rows = rng.integers(0, 150, size=(25, 150))
+    expected = [task_score(compute_metrics(metrics, task_type, predictions[row], labels[row])) for row in rows]
+    assert task_scores(metrics, task_type, predictions[rows], labels[rows]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_bootstrap_scores_degenerate_resamples_as_mtdnn_does():
+    constant, labels = np.zeros((1, 6), dtype=int), np.array([[0, 1, 0, 1, 1, 0]])
+    assert task_scores(["matthews_correlation"], "single_classification", constant, labels).tolist() == [0.0]
+    assert task_scores(["f1"], "pair_classification", constant, np.zeros((1, 6), dtype=int)).tolist() == [0.0]
+    assert np.isnan(task_scores(["pearson"], "regression", np.ones((1, 6)), labels)).all()  # SciPy: undefined
+
+
+def _arms(rng, examples=400, seeds=(1, 2, 3), right_first=0.7, right_second=0.7, shared=False):
+    """Two arms' predictions on one binary task: each right with its probability; `shared`: the second arm is the
+    first with a few of its errors fixed (what paired comparisons see: mostly the same mistakes)."""
+    labels = rng.integers(0, 2, examples)
+    first, second = {}, {}
+    for seed in seeds:
+        right = rng.random(examples) < right_first
+        first[seed] = np.where(right, labels, 1 - labels)
+        fixed = right | (rng.random(examples) < (right_second - right_first) / (1 - right_first)) if shared \
+            else rng.random(examples) < right_second
+        second[seed] = np.where(fixed, labels, 1 - labels)
+    return _scored(first, labels), _scored(second, labels)
+
+
+def test_identical_arms_give_an_interval_around_zero_and_a_clear_shift_excludes_it():
+    rng = np.random.default_rng(1)
+    first, _ = _arms(rng)
+    assert compare({"t": first}, {"t": first}, resamples=300)["t"] == Interval(0.0, 0.0, 0.0)
+    same_quality = compare(*(({"t": arm}) for arm in _arms(rng)), resamples=500)["t"]
+    assert same_quality.low < 0 < same_quality.high and not same_quality.excludes_zero()
+    weak, strong = _arms(rng, right_first=0.6, right_second=0.85)
+    shift = compare({"t": strong}, {"t": weak}, resamples=500)["t"]
+    assert shift.excludes_zero() and shift.low > 0.15 and shift.delta == pytest.approx(
+        np.mean([np.mean(strong.predictions[s] == strong.labels) - np.mean(weak.predictions[s] == weak.labels)
+                 for s in (1, 2, 3)]))
+
+
+def test_pairing_by_example_and_seed_narrows_the_interval():
+    first, second = _arms(np.random.default_rng(2), right_first=0.7, right_second=0.75, shared=True)
+    paired = compare({"t": second}, {"t": first}, resamples=1000)["t"]
+    unpaired = compare({"t": second}, {"t": first}, resamples=1000, paired=False)["t"]
+    assert paired.delta == unpaired.delta
+    assert (paired.high - paired.low) < 0.5 * (unpaired.high - unpaired.low)
+    assert paired.excludes_zero() and not unpaired.excludes_zero()
+
+
+def test_the_bootstrap_is_determined_by_its_seed_and_averages_over_tasks():
+    rng = np.random.default_rng(3)
+    (a1, b1), (a2, b2) = _arms(rng), _arms(rng, right_second=0.8)
+    first, second = {"t1": a1, "t2": a2}, {"t1": b1, "t2": b2}
+    once, again = compare(first, second, resamples=200, seed=7), compare(first, second, resamples=200, seed=7)
+    assert once == again and compare(first, second, resamples=200, seed=8)["average"] != once["average"]
+    assert once["average"].delta == pytest.approx((once["t1"].delta + once["t2"].delta) / 2)
+    assert once["t1"].low <= once["t1"].delta <= once["t1"].high
+    only_seed_2 = {"t1": _scored({2: a1.predictions[2]}, a1.labels)}
+    assert set(compare(only_seed_2, {"t1": b1}, resamples=50)) == {"t1", "average"}  # the seeds both arms have

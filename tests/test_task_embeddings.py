@@ -43,6 +43,6 @@ def test_vectors_are_saved_and_kept_for_fine_tuning(tmp_path):
     loaded = MTDNNModel.from_pretrained(tmp_path).eval()
     for task in ("rte", "mnli", "stsb"):
         torch.testing.assert_close(loaded(task, **INPUTS).logits, model(task, **INPUTS).logits)
-    single = single_task_model(loaded, GLUE_TASKS["rte"]).eval()  # stage 3 builds a new model around the encoder
+    single = single_task_model(loaded, GLUE_TASKS["rte"], 0).eval()  # stage 3 builds a new model around the encoder
     torch.testing.assert_close(single("rte", **INPUTS).logits, model("rte", **INPUTS).logits)
     assert "encoder.task_embeddings.vectors.rte" in single.state_dict()
