@@ -1,4 +1,4 @@
-"""The `mtdnn` command line: pretrain, train, finetune, distill, evaluate, predict, export.
+"""The `mtdnn` command line: pretrain, train, finetune, distill, evaluate, predict, export, push.
 
 Its arguments are declared here; what each command does is in mtdnn/commands.py.
 """
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_predict_arguments(command)
     _add_stage_commands(commands)
     _add_distill_command(commands)
+    _add_sharing_commands(commands)
     return parser
 
 
@@ -88,11 +89,21 @@ def _add_stage_commands(commands) -> None:
     finetune.add_argument("--task", required=True, help="the task to fine-tune")
     for command in (pretrain, finetune):
         _add_run_flags(command)
-    export = commands.add_parser("export", help="write one task as an AutoModelForSequenceClassification directory")
-    export.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last)")
+
+
+def _add_sharing_commands(commands) -> None:
+    export = commands.add_parser("export", help="write tasks as AutoModelForSequenceClassification directories")
+    export.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last) or its hub id")
     export.add_argument("output_dir", help="directory to write")
-    export.add_argument("--task", required=True, help="the task whose head becomes the classifier")
+    export.add_argument("--task", help="the task whose head becomes the classifier (default: every task, one "
+                        "subdirectory each, listed in index.json)")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in output_dir")
+    push = commands.add_parser("push", help="upload a checkpoint (or one task's export) to the Hugging Face hub")
+    push.add_argument("checkpoint", help="checkpoint directory (a run's best/ or last)")
+    push.add_argument("repo_id", help="hub model repository, user/name or org/name (created if it does not exist)")
+    push.add_argument("--task", help="upload this task's export (a transformers model) instead of the checkpoint")
+    push.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps "
+                      "its visibility)")
 
 
 def _quiet_libraries() -> None:

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from mtdnn.errors import MTDNNError
@@ -179,17 +180,37 @@ def run_finetune(args) -> int:
 
 
 def run_export(args) -> int:
-    from mtdnn.checkpoint import load_checkpoint
-    from mtdnn.export import check_export_dir, export_task
-    from mtdnn.tasks import GLUE_TASKS
+    from mtdnn.export import export_checkpoint
 
-    check_export_dir(args.output_dir, args.overwrite)
-    model, tokenizer, _, _ = load_checkpoint(args.checkpoint)
-    task = model.tasks.get(args.task) or GLUE_TASKS.get(args.task)
-    if task is None:
-        raise MTDNNError(f"unknown task `{args.task}`; this checkpoint has heads for {', '.join(model.heads)}.")
-    difference = export_task(model, tokenizer, task, args.output_dir)
-    print(json.dumps({"output_dir": args.output_dir, "task": args.task, "max_logit_difference": difference}))
+    print(json.dumps(export_checkpoint(args.checkpoint, args.output_dir, args.task, args.overwrite)))
+    return 0
+
+
+def run_push(args) -> int:
+    """Upload a checkpoint (all but its optimizer state), or with --task the export of that task, to a hub model
+    repository; everything that can be refused locally is refused before anything is sent."""
+    from mtdnn.checkpoint import load_checkpoint, shared_files
+    from mtdnn.export import export_checkpoint
+    from mtdnn.hub import check_upload, upload
+
+    check_upload(args.repo_id)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_dir():
+        raise MTDNNError(f"checkpoint directory {checkpoint} does not exist; `mtdnn push` uploads a local checkpoint "
+                         "(a run's best/ or last).")
+    if args.task is None:
+        load_checkpoint(checkpoint)  # only a checkpoint that loads whole is shared
+        folder = checkpoint.resolve()  # `last` is a link; the repository gets the files
+        files = shared_files(folder)
+        url = upload(folder, args.repo_id, files, args.private)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mtdnn-push-") as temporary:
+            folder = Path(temporary) / args.task
+            export_checkpoint(checkpoint, folder, args.task)
+            files = sorted(path.name for path in folder.iterdir() if path.is_file())
+            url = upload(folder, args.repo_id, files, args.private)
+    print(json.dumps({"repo_id": args.repo_id, "url": url, "task": args.task, "private": args.private,
+                      "files": files}, indent=2))
     return 0
 
 
@@ -204,4 +225,4 @@ def run_distill(args) -> int:
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "pretrain": run_pretrain,
-            "finetune": run_finetune, "export": run_export, "distill": run_distill}
+            "finetune": run_finetune, "export": run_export, "push": run_push, "distill": run_distill}

@@ -10,21 +10,28 @@ pair. The exported model is checked to give mtdnn's logits before it is written.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from mtdnn import task_embeddings
-from mtdnn.checkpoint import CHECKPOINTS, CONFIG_FILE
+from mtdnn.adapters import merged
+from mtdnn.checkpoint import CHECKPOINTS, CONFIG_FILE, base_model_of, load_checkpoint
 from mtdnn.errors import MTDNNError
 from mtdnn.model import TASKS_FILE, MTDNNModel
+from mtdnn.model_card import CARD_FILE, export_card
 from mtdnn.run_dir import LOCK_FILE
-from mtdnn.tasks import TaskSpec
+from mtdnn.run_state import write_atomically
+from mtdnn.tasks import GLUE_TASKS, TaskSpec
 
 PROBE = ("The exported model must agree with mtdnn.", "It is checked on this pair of sentences.")
+ATOL = 1e-4
+"""The largest logit difference from mtdnn's that an export may show on the probe."""
+INDEX_FILE = "index.json"
+"""What an export of every task lists: each task's directory, type, labels and logit check."""
 
 
 def classification_config(model: MTDNNModel, task: TaskSpec):
@@ -100,9 +107,12 @@ def max_logit_difference(model: MTDNNModel, exported, tokenizer, task: TaskSpec)
     return float((ours - theirs).abs().max())
 
 
-def export_task(model: MTDNNModel, tokenizer, task: TaskSpec, output_dir: str | Path, atol: float = 1e-4) -> float:
-    """Write `output_dir` (weights, config, tokenizer); returns the probe's largest logit difference."""
+def export_task(model: MTDNNModel, tokenizer, task: TaskSpec, output_dir: str | Path, atol: float = ATOL,
+                card=None) -> float:
+    """Write `output_dir` (weights, config, tokenizer and `card`, a ModelCard, if given); returns the probe's largest
+    logit difference."""
     model.head_task(task.head_name)
+    model = merged(model)  # a LoRA adapter's update folded into the weights it adapts: a plain encoder
     config = classification_config(model, task)
     exported = AutoModelForSequenceClassification.from_config(config)
     target_keys = set(exported.state_dict())
@@ -120,17 +130,12 @@ def export_task(model: MTDNNModel, tokenizer, task: TaskSpec, output_dir: str | 
             f"cannot export task `{task.name}`: {type(exported).__name__} with the checkpoint's weights gives logits "
             f"{difference:.2e} away from mtdnn's on a probe input, so its head computes something else."
         )
-    output_dir = Path(output_dir)
-    staging = output_dir.parent / f".{output_dir.name}.exporting"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:  # written beside OUT_DIR and swapped in: a failure leaves an earlier export whole
+    def write(staging: Path) -> None:
         exported.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if card is not None:
+            card.save(staging / CARD_FILE)
+    write_atomically(Path(output_dir), write)  # beside OUT_DIR, then swapped in: a failure leaves an earlier export
     return difference
 
 
@@ -152,6 +157,53 @@ def check_export_dir(output_dir: str | Path, overwrite: bool) -> None:
     if not overwrite:
         raise MTDNNError(f"export directory {output_dir} is not empty; give a new directory, or pass --overwrite "
                          "to replace an earlier export.")
-    if "config.json" not in ours:
-        raise MTDNNError(f"export directory {output_dir} is not empty and holds no exported model (no config.json); "
-                         "--overwrite replaces only an earlier export. Give a new directory.")
+    if not ours & {"config.json", INDEX_FILE}:
+        raise MTDNNError(f"export directory {output_dir} is not empty and holds no exported model (no config.json, "
+                         f"nor {INDEX_FILE} of an export of every task); --overwrite replaces only an earlier export. "
+                         "Give a new directory.")
+
+
+def export_all(model: MTDNNModel, tokenizer, output_dir: str | Path, card_for: Callable[[TaskSpec], object]) -> dict:
+    """One export per head in `output_dir/<task>/` (with the card `card_for(task)`), and `index.json`: every task of
+    the model with the directory that predicts it (MNLI-mismatched: `mnli/`), its type, labels and logit check. A head
+    that cannot be exported (SAN) is listed under `skipped` with the reason. Written beside `output_dir`, swapped in
+    whole. Returns the index."""
+    index = {"logit_tolerance": ATOL, "tasks": {}, "skipped": {}}
+
+    def write(staging: Path) -> None:
+        for name in model.heads:
+            try:
+                difference = export_task(model, tokenizer, model.tasks[name], staging / name,
+                                         card=card_for(model.tasks[name]))
+            except MTDNNError as error:  # the other heads are still worth having; the index says why not this one
+                index["skipped"][name] = str(error)
+                continue
+            for task in model.tasks.values():
+                if task.head_name == name:
+                    index["tasks"][task.name] = {
+                        "directory": name, "type": task.type,
+                        "labels": list(classification_config(model, task).id2label.values()),
+                        "max_logit_difference": difference}
+        if not index["tasks"]:
+            raise MTDNNError(f"no task of the checkpoint can be exported: {' '.join(index['skipped'].values())}")
+        (staging / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    write_atomically(Path(output_dir), write)
+    return index
+
+
+def export_checkpoint(checkpoint: str | Path, output_dir: str | Path, task_name: str | None = None,
+                      overwrite: bool = False) -> dict:
+    """`mtdnn export`: the task `task_name` of a checkpoint (a directory or a hub id) into `output_dir`, or, without
+    it, every task (`export_all`); each export with its model card. Returns what the command prints."""
+    check_export_dir(output_dir, overwrite)
+    model, tokenizer, config, state = load_checkpoint(checkpoint)
+    base_model, encoder_type = base_model_of(config), model.encoder.config.model_type
+    card_for = lambda task: export_card(config, task, model.tasks, state, encoder_type, base_model)  # noqa: E731
+    if task_name is None:
+        index = export_all(model, tokenizer, output_dir, card_for)
+        return {"output_dir": str(output_dir), "index": str(Path(output_dir) / INDEX_FILE), **index}
+    task = model.tasks.get(task_name) or GLUE_TASKS.get(task_name)
+    if task is None:
+        raise MTDNNError(f"unknown task `{task_name}`; this checkpoint has heads for {', '.join(model.heads)}.")
+    difference = export_task(model, tokenizer, task, output_dir, card=card_for(task))
+    return {"output_dir": str(output_dir), "task": task_name, "max_logit_difference": difference}

@@ -2,11 +2,13 @@
 
 Options of the multi-task toolbox: SAN heads read the token states; ERNIE 2.0 task embeddings are added to the
 input embeddings (`mtdnn.task_embeddings`); soft sharing gives groups of tasks their own encoders (`mtdnn.sharing`).
+An encoder may carry a LoRA adapter (`mtdnn.adapters`), which a checkpoint records in its task table.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +19,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from mtdnn import task_embeddings
+from mtdnn import adapters, task_embeddings
+from mtdnn.config import LoraSettings
 from mtdnn.errors import MTDNNError
 from mtdnn.heads import SANHead, build_head, initializer_range_of
+from mtdnn.hub import local_checkpoint
 from mtdnn.losses import LOSSES
 from mtdnn.manifest import REFUSAL_HINT, read_json, verify_files, write_manifest
 from mtdnn.pretrained import load_encoder, resolve
+from mtdnn.run_state import TRAINING_STATE_FILE
 from mtdnn.sharing import soft_sharing_penalty
 from mtdnn.tasks import TaskSpec, check_task_name
+from mtdnn.yaml_settings import build_dataclass
 
 WEIGHTS_FILE = "model.safetensors"
 TASKS_FILE = "mtdnn_tasks.json"
@@ -142,27 +148,33 @@ class MTDNNModel(nn.Module):
         return TaskOutput(loss=loss, logits=logits, sharing_penalty=self.sharing_penalty() if sharing_penalty else None)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Weights (safetensors), the encoder's config, the task table and a manifest of the files; no pickles."""
+        """Weights (safetensors), the encoder's config, the task table and a manifest of the files; no pickles.
+
+        With a LoRA adapter, the weights hold the frozen encoder and the adapter side by side, and the task table
+        its settings (`lora`), from which `from_pretrained` injects the same adapter before loading them."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.encoder.config.save_pretrained(directory)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
         save_file(state, directory / WEIGHTS_FILE, metadata={"format": "pt", "mtdnn_version": str(FORMAT_VERSION)})
+        lora = adapters.lora_of(self.encoder)  # every encoder has the same one (adapters.prepare_encoders)
         (directory / TASKS_FILE).write_text(json.dumps({
             "format_version": FORMAT_VERSION, "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
             **({"encoder_groups": self.encoder_groups} if self.encoder_groups else {}),
+            **({"lora": dataclasses.asdict(lora)} if lora else {}),
         }, indent=2))
         write_manifest(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "MTDNNModel":
-        """Load a model written by `save_pretrained` (an mtdnn checkpoint directory). Its files are checked against
-        the directory's manifest first; a missing, changed or unreadable file is an MTDNNError naming it."""
-        directory = Path(directory)
+        """Load a model written by `save_pretrained` (an mtdnn checkpoint directory, or the hub id of one that `mtdnn
+        push` uploaded). Its files are checked against the directory's manifest first; a missing, changed or
+        unreadable file is an MTDNNError naming it."""
+        directory = local_checkpoint(directory, TASKS_FILE, skip=(TRAINING_STATE_FILE,))  # a local path: as given
         if (directory / TASKS_FILE).is_file():  # another release's checkpoint is named as such, whatever else differs
             cls._check_format_version(directory / TASKS_FILE)
         verify_files(directory, ("config.json", WEIGHTS_FILE, TASKS_FILE))
-        tasks, groups = cls._read_task_table(directory / TASKS_FILE)
+        tasks, groups, lora = cls._read_task_table(directory / TASKS_FILE)
         try:
             state = load_file(directory / WEIGHTS_FILE)
         except (SafetensorError, OSError) as error:
@@ -177,6 +189,8 @@ class MTDNNModel(nn.Module):
         if task_embeddings.names_in_state(state, "encoder."):
             task_embeddings.attach(encoder, task_embeddings.names_in_state(state, "encoder."))
         model = cls(encoder, tasks, groups)
+        for each in model.encoders() if lora else ():  # the adapter's layers, before the weights that fill them
+            adapters.add_lora(each, lora)
         try:
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as error:  # a tensor of another shape than the config and task table give
@@ -197,10 +211,15 @@ class MTDNNModel(nn.Module):
                              "the mtdnn release that wrote it.")
 
     @staticmethod
-    def _read_task_table(path: Path) -> tuple[dict[str, TaskSpec], list[list[str]] | None]:
-        """The tasks (each checked as a config's task is, its key its name) and encoder groups of a task table."""
+    def _read_task_table(path: Path) -> tuple[dict[str, TaskSpec], list[list[str]] | None, LoraSettings | None]:
+        """The tasks (each checked as a config's task is, its key its name), encoder groups and LoRA adapter
+        settings of a task table."""
         table = read_json(path)
         entries, groups = table.get("tasks"), table.get("encoder_groups")
+        try:
+            lora = build_dataclass(LoraSettings, table["lora"], "lora.") if "lora" in table else None
+        except (MTDNNError, AttributeError, TypeError, ValueError) as error:  # not a mapping, or not LoRA's keys
+            raise MTDNNError(f"{path}: `lora` must hold a LoRA adapter's settings ({error}). {REFUSAL_HINT}") from None
         if not isinstance(entries, dict) or not all(isinstance(values, dict) for values in entries.values()):
             raise MTDNNError(f"{path}: `tasks` must map each task name to its definition. {REFUSAL_HINT}")
         tasks = {}
@@ -217,7 +236,7 @@ class MTDNNModel(nn.Module):
                 isinstance(group, list) and group and all(name in tasks for name in group) for group in groups)):
             raise MTDNNError(f"{path}: `encoder_groups` must be a list of groups of the table's task names. "
                              f"{REFUSAL_HINT}")
-        return tasks, groups
+        return tasks, groups, lora
 
 
 def shared_encoder(name_or_path: str, from_scratch: bool = False, attn_implementation: str | None = None) -> nn.Module:

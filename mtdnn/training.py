@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from mtdnn.adapters import prepare_encoders
 from mtdnn.checkpoint import write_model_files
 from mtdnn.config import Config
 from mtdnn.data import TaskData, load_task_data
@@ -44,7 +45,7 @@ def train(config: Config, overwrite: bool = False, model: MTDNNModel | None = No
                         find_unused_parameters=True)  # one head per step
     accelerator, resume_from = started.accelerator, started.resume_from
     tokenizer = load_tokenizer(config.model.tokenizer or config.model.name_or_path)
-    model = build_model(config, tasks, model, resume_from)
+    model = prepare_encoders(build_model(config, tasks, model, resume_from), config.model)
     config.data.check_train_caps(tasks)
     for encoder in model.encoders():
         check_sequence_length(config.data.max_seq_length, encoder.config)
@@ -173,5 +174,5 @@ class MultiTaskStage:
             at.evaluations_since_best = 0 if improved else at.evaluations_since_best + 1
         unwrapped = self.accelerator.unwrap_model(self.model)
         return save_step(self.accelerator, Path(self.config.output_dir), at,
-                         lambda staging: write_model_files(staging, unwrapped, self.tokenizer, self.config), state,
-                         self.optimizer, self.scheduler, self.settings.keep_checkpoints, is_best)
+                         lambda staging: write_model_files(staging, unwrapped, self.tokenizer, self.config, state),
+                         state, self.optimizer, self.scheduler, self.settings.keep_checkpoints, is_best)

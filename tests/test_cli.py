@@ -97,3 +97,19 @@ def test_unknown_task_and_bad_key_through_the_cli(tmp_path, capsys):
     assert "unknown task `nope`" in capsys.readouterr().err
     assert main(["train", str(path), "--set", "train.lr=1"]) == 2
     assert "unknown config key `train.lr`" in capsys.readouterr().err
+
+
+def test_best_checkpoint_carries_the_card_of_its_evaluation(trained_run):
+    """best/ is hard links to a step checkpoint's files: its card is that checkpoint's, with its dev metrics."""
+    from huggingface_hub import ModelCard
+
+    state = json.loads((trained_run / "best" / "trainer_state.json").read_text())
+    card = ModelCard.load(trained_run / "best" / "README.md")
+    step = trained_run / "checkpoints" / f"step-{state['step']}" / "README.md"
+    assert step.exists() and step.samefile(trained_run / "best" / "README.md")
+    logged = {(result.dataset_name, result.metric_type): result.metric_value for result in card.data.eval_results}
+    expected = {(task, metric): value for task, metrics in state["dev_metrics"].items()
+                for metric, value in metrics.items() if np.isfinite(value)}
+    assert logged == pytest.approx(expected) and len(expected) >= 6
+    assert f"step {state['step']}, epoch {state['epoch']}" in card.text
+    assert "README.md" in json.loads((trained_run / "best" / "mtdnn_manifest.json").read_text())["files"]

@@ -1,17 +1,19 @@
 """`mtdnn export`: a standard sequence-classification directory with mtdnn's logits, usable by the pipeline."""
 
 import json
+import shutil
 
 import pytest
 import torch
 import transformers
+from huggingface_hub import ModelCard
 from transformers import (AutoConfig, AutoModelForSequenceClassification, BertModel, DistilBertConfig,
                           DistilBertModel, RobertaConfig, RobertaModel)
 
-from conftest import tiny_bert_config
+from conftest import make_checkpoint, tiny_bert_config
 from mtdnn.cli import main
 from mtdnn.errors import MTDNNError
-from mtdnn.export import export_task
+from mtdnn.export import export_all, export_task
 from mtdnn.inference import Predictor
 from mtdnn.model import MTDNNModel
 from mtdnn.pretrained import load_tokenizer
@@ -140,3 +142,79 @@ def test_qnli_ranking_scores_each_candidate_of_a_group(tiny_model_dir, tmp_path)
     with torch.inference_mode():
         group = model(task.name, **{name: tensor.unsqueeze(0) for name, tensor in pairs.items()}).logits  # (1, 3)
         torch.testing.assert_close(exported(**pairs).logits.T, group, atol=1e-5, rtol=1e-5)
+
+
+# --- every task at once, and the model card of each export
+
+
+@pytest.fixture(scope="module")
+def exported_all(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exported_all") / "all"
+    assert main(["export", str(tiny_checkpoint), str(root)]) == 0
+    return root
+
+
+def test_export_without_task_writes_every_task_and_an_index(exported_all, tiny_checkpoint):
+    index = json.loads((exported_all / "index.json").read_text())
+    assert set(index["tasks"]) == {"single", "pair", "score", "rank"} and index["skipped"] == {}
+    assert index["tasks"]["pair"] == {"directory": "pair", "type": "pair_classification", "labels": ["different",
+                                      "same"], "max_logit_difference": pytest.approx(0, abs=1e-5)}
+    assert index["tasks"]["score"]["labels"] == ["score"] and index["logit_tolerance"] == 1e-4
+    predictor = Predictor.from_pretrained(tiny_checkpoint, device="cpu")
+    for name, texts in (("single", SENTENCES), ("pair", PAIRS), ("rank", PAIRS)):
+        model = AutoModelForSequenceClassification.from_pretrained(exported_all / name).eval()
+        with torch.inference_mode():
+            logits = model(**_batch(predictor.tokenizer, texts)).logits
+        torch.testing.assert_close(logits, torch.from_numpy(predictor.logits(name, texts)), atol=1e-5, rtol=1e-5)
+    assert sorted(path.name for path in exported_all.parent.iterdir()) == ["all"]  # no staging left beside it
+
+
+@pytest.mark.parametrize("task", ["single", "score"])
+def test_each_export_carries_its_card(exported, exported_all, task):
+    for root in (exported, exported_all):
+        card = ModelCard.load(root / task / "README.md")
+        assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
+        assert {"mtdnn", "multi-task"} <= set(card.data.tags)
+        assert f"| `{task}` |" in card.text and 'pipeline("text-classification"' in card.text
+
+
+def test_export_of_every_task_keeps_the_overwrite_rules(exported_all, tiny_checkpoint, tmp_path, capsys):
+    again = shutil.copytree(exported_all, tmp_path / "again")
+    assert main(["export", str(tiny_checkpoint), str(again)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    (again / "single" / "stale.txt").write_text("from before")
+    assert main(["export", str(tiny_checkpoint), str(again), "--overwrite"]) == 0  # an earlier export of all
+    assert not (again / "single" / "stale.txt").exists()
+    assert main(["export", str(tiny_checkpoint), str(again), "--task", "single", "--overwrite"]) == 0
+    assert (again / "config.json").is_file() and not (again / "index.json").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["export", str(tiny_checkpoint), str(other), "--overwrite"]) == 2
+    assert "holds no exported model" in capsys.readouterr().err and (other / "notes.txt").is_file()
+
+
+def test_a_head_that_cannot_be_exported_is_listed_with_its_reason(tiny_model_dir, task_files, tmp_path, capsys):
+    san = {**task_files["pair"], "answer_module": "san"}
+    checkpoint = make_checkpoint(tmp_path / "run", tiny_model_dir, [task_files["single"], san])
+    assert main(["export", str(checkpoint), str(tmp_path / "out")]) == 0
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert set(index["tasks"]) == {"single"} and "its head is a SANHead" in index["skipped"]["pair"]
+    assert not (tmp_path / "out" / "pair").exists()
+    assert json.loads(capsys.readouterr().out)["skipped"] == index["skipped"]
+    only_san = make_checkpoint(tmp_path / "san", tiny_model_dir, [san])
+    assert main(["export", str(only_san), str(tmp_path / "none")]) == 2
+    assert "no task of the checkpoint can be exported" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_tasks_sharing_a_head_share_its_export(tiny_model_dir, tmp_path):
+    """MNLI-mismatched is predicted by the MNLI head: the index sends it to `mnli/`, which is written once."""
+    tasks = {name: GLUE_TASKS[name] for name in ("mnli", "mnli_mismatched")}
+    torch.manual_seed(0)
+    model = MTDNNModel(BertModel(tiny_bert_config()), tasks).eval()
+    index = export_all(model, load_tokenizer(str(tiny_model_dir)), tmp_path / "out", card_for=lambda task: None)
+    assert {name: entry["directory"] for name, entry in index["tasks"].items()} == {"mnli": "mnli",
+                                                                                    "mnli_mismatched": "mnli"}
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["index.json", "mnli"]
+    assert not (tmp_path / "out" / "mnli" / "README.md").exists()  # no card asked for, none written

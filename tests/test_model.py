@@ -1,11 +1,16 @@
-"""MTDNNModel: head shapes and losses per task type, parity with transformers, save/load."""
+"""MTDNNModel: head shapes and losses per task type, parity with transformers, save/load (with a LoRA adapter too)."""
+
+import json
 
 import pytest
 import torch
 from transformers import BertForSequenceClassification, BertModel
 
 from conftest import tiny_bert_config
+from mtdnn.adapters import lora_of, prepare_encoders
+from mtdnn.config import LoraSettings, ModelSettings
 from mtdnn.errors import MTDNNError
+from mtdnn.manifest import write_manifest
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec
 
@@ -94,3 +99,41 @@ def test_incomplete_checkpoint_and_missing_head(tmp_path):
         _model()("rte", **_inputs())
     with pytest.raises(MTDNNError, match="list `mnli` in `tasks` too"):
         MTDNNModel(BertModel(tiny_bert_config()), {"ax": GLUE_TASKS["ax"]})
+
+
+def _lora_model():
+    model = prepare_encoders(_model(), ModelSettings(lora=LoraSettings(r=2, alpha=4, target_modules=["key", "query"])))
+    for name, parameter in model.named_parameters():
+        if ".lora_B." in name:  # B starts at 0; a trained adapter changes the logits
+            torch.nn.init.normal_(parameter)
+    return model.eval()
+
+
+def test_lora_checkpoint_records_its_adapter_and_loads_the_same_module(tmp_path):
+    model = _lora_model()
+    model.save_pretrained(tmp_path)
+    table = json.loads((tmp_path / "mtdnn_tasks.json").read_text())
+    assert table["lora"] == {"r": 2, "alpha": 4.0, "dropout": 0.1, "target_modules": ["key", "query"]}
+    loaded = MTDNNModel.from_pretrained(tmp_path).eval()
+    assert lora_of(loaded.encoder) == lora_of(model.encoder) and loaded.state_dict().keys() == model.state_dict().keys()
+    inputs = _inputs()
+    torch.testing.assert_close(loaded("mnli", **inputs).logits, model("mnli", **inputs).logits, rtol=0, atol=0)
+    assert not torch.equal(_model()("mnli", **inputs).logits, model("mnli", **inputs).logits)
+
+
+@pytest.mark.parametrize("lora, message", [
+    ({"r": "eight"}, "`lora` must hold a LoRA adapter's settings"),
+    ([2, 16], "`lora` must hold a LoRA adapter's settings"),
+    (None, "does not match its task table"),  # the record removed: the adapter's weights have no module
+])
+def test_a_damaged_lora_record_is_refused(tmp_path, lora, message):
+    _lora_model().save_pretrained(tmp_path)
+    table = json.loads((tmp_path / "mtdnn_tasks.json").read_text())
+    if lora is None:
+        del table["lora"]
+    else:
+        table["lora"] = lora
+    (tmp_path / "mtdnn_tasks.json").write_text(json.dumps(table))
+    write_manifest(tmp_path)  # as if saved so: the table itself is refused, not its hash
+    with pytest.raises(MTDNNError, match=message):
+        MTDNNModel.from_pretrained(tmp_path)
