@@ -80,8 +80,9 @@ def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
 def freeze(encoder: nn.Module, embeddings: bool, layers: int) -> None:
     """Keep the embeddings (token, position, segment and their LayerNorm) and/or the first `layers` blocks as
     loaded: no gradients, so the optimizer never holds them."""
-    if embeddings:
-        (getattr(encoder, "embeddings", None) or encoder.get_input_embeddings()).requires_grad_(False)
+    if embeddings:  # BERT-family encoders' `embeddings` module; else at least the word embeddings
+        module = getattr(encoder, "embeddings", None)
+        (module if module is not None else encoder.get_input_embeddings()).requires_grad_(False)
     if layers:
         stack = transformer_layers(encoder)
         if layers > len(stack):
@@ -95,7 +96,7 @@ def set_checkpointing(encoder: nn.Module, enabled: bool) -> None:
     """transformers' gradient checkpointing of the encoder's layers (active in train mode only).
 
     Non-reentrant (`use_reentrant=False`, PyTorch's recommended form): the reentrant one cannot take SMART's
-    `torch.autograd.grad`, and gives a layer's weights no gradient unless its input requires one (frozen
+    `torch.autograd.grad`, and gives a layer's weights gradients only when its input requires one (frozen
     embeddings, LoRA). The recomputation replays the forward's RNG state, so dropout draws the same masks: the same
     loss and gradients as without."""
     if enabled:
@@ -130,7 +131,7 @@ def prepare_encoder(encoder: nn.Module, settings: ModelSettings) -> None:
 
 def prepare_encoders(model, settings: ModelSettings):
     """`model` (an MTDNNModel) with every encoder prepared; under soft sharing each encoder has its own adapter,
-    and the sharing penalty ties the adapters (the frozen weights are the same copy in all)."""
+    and the sharing penalty ties the adapters (the frozen weights, equal in all, add nothing to it)."""
     for encoder in model.encoders():
         prepare_encoder(encoder, settings)
     return model

@@ -31,10 +31,11 @@ SETUP_FILES = (LOCK_FILE, "config.yaml", "pretrain_config.yaml")
 
 RESUMABLE_CHANGES = frozenset({
     "output_dir", "data.glue_dir", "data.cache_dir", "train.eval_batch_size", "train.log_every_steps",
-    "train.save_every_steps", "train.keep_checkpoints", "train.report_to",
+    "train.save_every_steps", "train.keep_checkpoints", "train.report_to", "model.gradient_checkpointing",
 })
-"""Settings a resumed run may change: where the same data is read from and how the run is logged and saved,
-nothing that changes the updates it makes."""
+"""Settings a resumed run may change: where the same data is read from, how the run is logged and saved, and
+whether activations are recomputed (a run out of memory resumes with gradient checkpointing on): nothing that
+changes the updates it makes."""
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, object]:

@@ -259,3 +259,16 @@ def test_bad_settings_exit_2_naming_the_key(config_path, tmp_path, capsys, setti
     assert main(["train", str(config_path), *sets]) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error, error
+
+
+def test_a_run_resumes_with_gradient_checkpointing_turned_on(config_path, frozen_run, tmp_path):
+    """A run that ran out of memory may resume with checkpointing on: it changes no update (README, Resuming)."""
+    run = tmp_path / "run"
+    child = subprocess.run([sys.executable, "-c", KILLER, "after_log", "10", "train", str(config_path),
+                            *_sets("checkpointing+frozen", run, leave_out="model.gradient_checkpointing=true")],
+                           capture_output=True, text=True)
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert main(["train", str(config_path), *_sets("checkpointing+frozen", run), "--resume"]) == 0
+    expected, resumed = (load_file(path / "last" / "model.safetensors") for path in (frozen_run, run))
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0)
