@@ -13,7 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -24,8 +24,9 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, Pro
 from tqdm.auto import tqdm
 
 from mtdnn.errors import MTDNNError, StoppedBySignal
+from mtdnn.manifest import REFUSAL_HINT
 from mtdnn.run_dir import RunDirectory
-from mtdnn.run_state import (CHECKPOINTS, load_training_state, publish, restore_rng, step_checkpoints,
+from mtdnn.run_state import (CHECKPOINTS, STATE_FILE, load_training_state, publish, restore_rng, step_checkpoints,
                              write_checkpoint)
 from mtdnn.tracking import PROJECT, check_installed, hyperparameters, logging_dir, tracker_values
 
@@ -174,6 +175,10 @@ def restore(checkpoint: Path, optimizer, scheduler, log: RunLog) -> tuple[Positi
     """Load a checkpoint's optimizer, scheduler and RNG state; drop the log rows after it; its position and the
     rest of its trainer state."""
     state, saved = load_training_state(checkpoint)
+    unknown = sorted(set(state["position"]) - {field.name for field in fields(Position)})
+    if unknown:
+        raise MTDNNError(f"{checkpoint / STATE_FILE}: `position` holds `{unknown[0]}`, which no mtdnn position has; it "
+                         f"cannot be resumed from. {REFUSAL_HINT}")
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     restore_rng(saved["rng"])

@@ -125,6 +125,12 @@ def test_a_file_the_manifest_lists_but_the_model_does_not_read_is_still_checked(
         load_checkpoint(checkpoint)
 
 
+def unknown_position_key(path):
+    state = json.loads(path.read_text())
+    state["position"]["stage"] = 2
+    path.write_text(json.dumps(state))
+
+
 # --- resuming: training_state.pt is listed in the step checkpoint's manifest and checked by `--resume`
 
 
@@ -146,6 +152,7 @@ def stopped_run(tiny_model_dir, task_files, tmp_path_factory):
     (True, "trainer_state.json", malformed_json),
     # without a manifest, a flipped byte in the optimizer state cannot be told; a file that does not parse can
     (False, "training_state.pt", truncate), (False, "trainer_state.json", malformed_json),
+    (False, "trainer_state.json", unknown_position_key),
 ], ids=lambda value: getattr(value, "__name__", {True: "manifest", False: "no-manifest"}.get(value, value)))
 def test_resume_from_a_tampered_training_state_is_refused(stopped_run, tmp_path, capsys, with_manifest, name,
                                                           tamper):
