@@ -136,3 +136,14 @@ def make_checkpoint(directory: Path, model_dir: Path, tasks: list, max_seq_lengt
 def tiny_checkpoint(tiny_model_dir, task_files, tmp_path_factory) -> Path:
     """An untrained checkpoint of the tiny BERT with heads for the four own tasks."""
     return make_checkpoint(tmp_path_factory.mktemp("checkpoint"), tiny_model_dir, list(task_files.values()))
+
+
+def write_train_config(directory: Path, model_dir: Path, tasks: list, **train) -> Path:
+    """A training config of the tiny BERT on `tasks` (max length 32, batch 8), with `train` settings added."""
+    import yaml
+
+    config = {"model": {"name_or_path": str(model_dir)}, "tasks": tasks, "data": {"max_seq_length": 32},
+              "train": {"batch_size": 8, **train}}
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -8,11 +8,10 @@ import sys
 import pytest
 import torch
 import transformers
-import yaml
 from safetensors.torch import load_file
 from transformers import AlbertConfig, AlbertModel, BertModel
 
-from conftest import tiny_bert_config
+from conftest import tiny_bert_config, write_train_config
 from mtdnn.adapters import lora_of, prepare_encoders, trainable_parameters, transformer_layers
 from mtdnn.cli import main
 from mtdnn.config import LoraSettings, ModelSettings, OptimizationSettings
@@ -127,13 +126,9 @@ def test_encoder_settings_that_cannot_apply_are_errors():
 
 @pytest.fixture(scope="module")
 def config_path(tiny_model_dir, task_files, tmp_path_factory):
-    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
-              "data": {"max_seq_length": 32},
-              "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-2, "log_every_steps": 2,
-                        "save_every_steps": 3, "keep_checkpoints": 2}}
-    path = tmp_path_factory.mktemp("config") / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_train_config(tmp_path_factory.mktemp("config"), tiny_model_dir,
+                              [task_files["single"], task_files["score"]], epochs=1, learning_rate=1e-2,
+                              log_every_steps=2, save_every_steps=3, keep_checkpoints=2)
 
 
 VARIANTS = {

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
+from conftest import write_train_config
 from mtdnn.cli import main
 from mtdnn.config import load_config
 from mtdnn.errors import MTDNNError
@@ -42,13 +42,9 @@ sys.exit(main(sys.argv[3:]))
 
 @pytest.fixture(scope="module")
 def config_path(tiny_model_dir, task_files, tmp_path_factory):
-    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
-              "data": {"max_seq_length": 32},
-              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "log_every_steps": 2,
-                        "save_every_steps": 3, "keep_checkpoints": 2}}
-    path = tmp_path_factory.mktemp("config") / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_train_config(tmp_path_factory.mktemp("config"), tiny_model_dir,
+                              [task_files["single"], task_files["score"]], epochs=2, learning_rate=1e-3,
+                              log_every_steps=2, save_every_steps=3, keep_checkpoints=2)
 
 
 @pytest.fixture(scope="module")
