@@ -3,11 +3,15 @@
 A cache entry is a directory of `.npy` files (token ids and segment ids as one flat array each with row offsets,
 example ids, labels; ranking also the offsets of each query's candidates). Its name is a hash of everything the
 arrays depend on: the task's definition, the source file (path, size, modification time), the tokenizer, the
-sequence length and the sample cap, so that a change to any of them tokenises again.
+sequence length and the sample cap, so that a change to any of them tokenises again. Processes that ask for the
+same cold entry at once (the jobs of an experiment side by side) tokenise it once: one builds it under an advisory
+lock beside it, the others wait for it and map what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -75,14 +79,30 @@ def cache_key(task: TaskSpec, split: str, tokenizer, settings: DataSettings, max
 def cached_split(task: TaskSpec, split: str, tokenizer, settings: DataSettings, max_samples: int | None) -> Path:
     """The cache entry of one split, tokenised now if it is not there yet."""
     path = path_for(cache_root(settings), f"{task.name}-{split}-{cache_key(task, split, tokenizer, settings, max_samples)}")
-    if not (path / DONE).is_file():
-        columns = load_split(task, split, glue_dir_from(settings.glue_dir))
-        if not isinstance(columns, datasets.Dataset):
-            columns = datasets.Dataset.from_dict(columns)
-        if max_samples is not None and max_samples < len(columns):
-            columns = columns.select(range(max_samples))
-        _build(columns, task, split, tokenizer, settings.max_seq_length, path)
+    if (path / DONE).is_file():
+        return path
+    with _building(path):
+        if not (path / DONE).is_file():  # not written by another process while this one waited for the lock
+            columns = load_split(task, split, glue_dir_from(settings.glue_dir))
+            if not isinstance(columns, datasets.Dataset):
+                columns = datasets.Dataset.from_dict(columns)
+            if max_samples is not None and max_samples < len(columns):
+                columns = columns.select(range(max_samples))
+            _build(columns, task, split, tokenizer, settings.max_seq_length, path)
     return path
+
+
+@contextlib.contextmanager
+def _building(path: Path):
+    """Held while `path` is built: an exclusive `flock` on a hidden file beside it, released when the process
+    ends, however it ends. A complete entry is never replaced, so its readers need no lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _tokenize(batch: dict[str, list], task: TaskSpec, tokenizer, max_seq_length: int) -> dict[str, list]:
@@ -99,8 +119,8 @@ def _tokenize(batch: dict[str, list], task: TaskSpec, tokenizer, max_seq_length:
 
 def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max_seq_length: int,
            path: Path) -> None:
-    """Tokenise into a staging directory beside `path` and rename it in: a crash never leaves half an entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Tokenise into a staging directory beside `path` and rename it in: a crash never leaves half an entry. The
+    caller holds `_building(path)`."""
     logger.info("tokenising %s %s: %d examples into %s", task.name, split, len(columns), path)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
@@ -112,7 +132,7 @@ def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max
         del tokens
         (staging / "tokens.arrow").unlink()
         (staging / DONE).write_text(json.dumps({"task": task.name, "split": split, "examples": len(columns)}))
-        shutil.rmtree(path, ignore_errors=True)  # an incomplete entry of an earlier, killed process
+        shutil.rmtree(path, ignore_errors=True)  # incomplete (no DONE): left by an older mtdnn
         os.replace(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -30,12 +30,19 @@ def test_tokenised_split_is_cached_and_reused(tiny_model_dir, task_files, tmp_pa
     settings = DataSettings(max_seq_length=16, cache_dir=str(tmp_path))
     task = TaskSpec.from_dict(task_files["single"])
     first = load_task_data(task, "train", tokenizer, settings, max_samples=10)
-    cached = list(cache_root(settings).iterdir())
+    cached = entries(cache_root(settings))
     assert len(cached) == 1 and len(first) == 10
     again = load_task_data(task, "train", tokenizer, settings, max_samples=10)
-    assert again.input_ids.tolist() == first.input_ids.tolist() and list(cache_root(settings).iterdir()) == cached
+    assert again.input_ids.tolist() == first.input_ids.tolist() and entries(cache_root(settings)) == cached
     load_task_data(task, "train", tokenizer, DataSettings(max_seq_length=8, cache_dir=str(tmp_path)), max_samples=10)
-    assert len(list(cache_root(settings).iterdir())) == 2  # another length is another cache entry
+    assert len(entries(cache_root(settings))) == 2  # another length is another cache entry
+
+
+def entries(root):
+    """A cache's entries, without the hidden lock files beside them; a staging directory left behind fails."""
+    hidden = [path.name for path in root.iterdir() if path.name.startswith(".")]
+    assert all(name.endswith(".lock") for name in hidden), hidden
+    return sorted(path for path in root.iterdir() if not path.name.startswith("."))
 
 
 def test_ranking_batches_are_query_by_candidate(tiny_model_dir, task_files, tmp_path):
@@ -104,3 +111,57 @@ def test_multi_label_rows_are_cached_as_a_matrix(tiny_model_dir, tmp_path):
     data = load_task_data(task, "train", tokenizer, DataSettings(max_seq_length=16, cache_dir=str(tmp_path / "c")))
     assert data.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
     assert data.collate([1, 0])["labels"].tolist() == [[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]
+
+
+CONCURRENT_READER = '''
+import json, logging, sys, time
+from pathlib import Path
+
+import mtdnn.token_cache as token_cache
+from mtdnn.config import DataSettings
+from mtdnn.data import load_task_data
+from mtdnn.pretrained import load_tokenizer
+from mtdnn.tasks import TaskSpec
+
+model, task, cache, mine, theirs = sys.argv[1:]
+read = token_cache.load_split
+
+
+def meet_then_read(*args, **kwargs):  # both processes are past the "is it cached?" check before either tokenises
+    Path(mine).touch()
+    deadline = time.monotonic() + 5
+    while not Path(theirs).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return read(*args, **kwargs)
+
+
+token_cache.load_split = meet_then_read
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+data = load_task_data(TaskSpec.from_dict(json.loads(task)), "train", load_tokenizer(model),
+                      DataSettings(max_seq_length=16, cache_dir=cache))
+print(json.dumps(data.input_ids.tolist()))
+'''
+
+
+def test_processes_asking_for_the_same_cold_split_at_once_tokenise_it_once(tiny_model_dir, task_files, tmp_path):
+    """Two experiment jobs side by side used to tokenise the same split both, and the second to publish its entry
+    by deleting the first's under the first's reader (KeyError 'offsets'); now one builds, the other waits."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "reader.py"
+    script.write_text(CONCURRENT_READER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    readers = [subprocess.Popen([sys.executable, str(script), str(tiny_model_dir), json.dumps(task_files["pair"]),
+                                 str(tmp_path / "cache"), str(tmp_path / mine), str(tmp_path / theirs)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for mine, theirs in (("a", "b"), ("b", "a"))]
+    outputs = [reader.communicate(timeout=300) for reader in readers]
+    assert [reader.returncode for reader in readers] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    tokenised = [line for _, stderr in outputs for line in stderr.splitlines()
+                 if line.startswith("mtdnn.token_cache: tokenising pair train")]
+    assert len(tokenised) == 1, tokenised
+    assert json.loads(outputs[0][0]) == json.loads(outputs[1][0]) and len(json.loads(outputs[0][0])) == 64
+    assert len(entries(tmp_path / "cache")) == 1
