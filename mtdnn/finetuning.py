@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from mtdnn.checkpoint import CONFIG_FILE, load_checkpoint
+from mtdnn.checkpoint import CONFIG_FILE, TRAINING_STATE_FILE, load_checkpoint
 from mtdnn.config import Config, DistillationSettings, ModelSettings, SamplingSettings, load_config
 from mtdnn.errors import MTDNNError
+from mtdnn.hub import local_checkpoint
 from mtdnn.model import MTDNNModel
 from mtdnn.tasks import GLUE_TASKS, TaskSpec, path_for, resolve_tasks
 from mtdnn.training import train
@@ -55,16 +56,30 @@ def _checkpoint_model(model: ModelSettings, checkpoint: Path) -> ModelSettings:
     return replace(model, name_or_path=str(checkpoint), tokenizer=str(checkpoint), from_scratch=False, **one_encoder)
 
 
-def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | None = None,
+def located(checkpoint: str | Path) -> tuple[Path, Path]:
+    """The checkpoint's directory and the run directory stage 3 writes beneath by default: a local checkpoint's
+    own run (`stage2_run`); for a hub id, its downloaded snapshot and a directory named after the repository in
+    the current directory (never the hub cache)."""
+    local = local_checkpoint(checkpoint, CONFIG_FILE, skip=(TRAINING_STATE_FILE,))
+    return local, stage2_run(local) if local == Path(checkpoint) else Path(str(checkpoint).split("/")[-1])
+
+
+def finetune_config(checkpoint: str | Path, task_name: str, config_path: str | Path | None = None,
                     overrides: list[str] | None = None) -> Config:
     """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`, then
     `--set` overrides.
 
-    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint unless the
+    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint (a hub id's:
+    `located`) unless the
     config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the
     tokenizer is the checkpoint's. From the checkpoint's config, the task sampling strategy and distillation
     (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """
+    return _config(*located(checkpoint), task_name, config_path, overrides)
+
+
+def _config(checkpoint: Path, run: Path, task_name: str, config_path: str | Path | None,
+            overrides: list[str] | None) -> Config:
     checkpoint_file = checkpoint / CONFIG_FILE
     trained = load_config(checkpoint_file)
     if config_path is None:
@@ -74,7 +89,7 @@ def finetune_config(checkpoint: Path, task_name: str, config_path: str | Path | 
         config = build_settings(Config, given, source=config_path)
     entry = _task_entry(task_name, given.get("tasks"), trained.tasks)
     if "output_dir" not in given:  # beside the checkpoint, not where its config points
-        config = replace(config, output_dir=str(path_for(stage2_run(checkpoint) / "finetune", task_name)))
+        config = replace(config, output_dir=str(path_for(run / "finetune", task_name)))
     config = replace(config, tasks=[entry], model=_checkpoint_model(config.model, checkpoint),
                      data=replace(config.data, max_train_samples=config.data.train_cap(task_name)))
     return with_overrides(config, overrides, config_path or checkpoint_file)
@@ -107,9 +122,9 @@ def single_task_model(model: MTDNNModel, task: TaskSpec, seed: int) -> MTDNNMode
 def finetune(checkpoint: str | Path, task_name: str, config_path: str | Path | None = None,
              overrides: list[str] | None = None, overwrite: bool = False, resume: bool = False) -> Path:
     """Train the checkpoint's encoder and `task_name`'s head on that task alone; returns the run directory."""
-    checkpoint = Path(checkpoint)
+    checkpoint, run = located(checkpoint)
     model, _, _, _ = load_checkpoint(checkpoint)
-    config = finetune_config(checkpoint, task_name, config_path, overrides)
+    config = _config(checkpoint, run, task_name, config_path, overrides)
     task = resolve_tasks(config.tasks)[task_name]
     if "train" not in (task.data_files or task.splits):
         raise MTDNNError(f"task `{task_name}` has no `train` split to fine-tune on.")

@@ -62,6 +62,22 @@ def test_a_hub_repository_that_is_no_checkpoint_is_named(tiny_model_dir, downloa
         MTDNNModel.from_pretrained("someone/plain-bert")
 
 
+def test_finetune_starts_from_a_hub_id_and_writes_beside_the_caller(tiny_checkpoint, downloads, tmp_path,
+                                                                     monkeypatch, capsys):
+    """`mtdnn finetune USER/REPO`: the config is read from the snapshot (it was read from the id as a path), and
+    stage 3 writes to REPO/finetune/TASK in the current directory, never into the hub cache's snapshot."""
+    repos, calls = downloads
+    repos["someone/tiny-mtdnn"] = snapshot = shutil.copytree(tiny_checkpoint, tmp_path / "hub-cache" / "snapshot")
+    before = sorted(path.relative_to(snapshot) for path in snapshot.rglob("*"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["finetune", "someone/tiny-mtdnn", "--task", "single", "--set", "train.max_steps=2"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert (tmp_path / "work" / "tiny-mtdnn" / "finetune" / "single" / "best" / "mtdnn_config.yaml").is_file()
+    assert sorted(path.relative_to(snapshot) for path in snapshot.rglob("*")) == before  # nothing written there
+    assert [repo for repo, _ in calls] == ["someone/tiny-mtdnn"] and snapshot.is_dir()
+
+
 def test_offline_hub_id_is_a_clear_error_naming_it(capsys):
     """The real snapshot_download under HF_HUB_OFFLINE=1 (the tests' setting) with nothing cached."""
     with pytest.raises(MTDNNError, match="cannot load `someone/never-cached`: it is not a local directory, and "
