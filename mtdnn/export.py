@@ -169,6 +169,7 @@ def export_all(model: MTDNNModel, tokenizer, output_dir: str | Path, card_for: C
     that cannot be exported (SAN) is listed under `skipped` with the reason. Written beside `output_dir`, swapped in
     whole. Returns the index."""
     index = {"logit_tolerance": ATOL, "tasks": {}, "skipped": {}}
+    model = merged(model)  # once for every head (`export_task` then finds no adapter to merge)
 
     def write(staging: Path) -> None:
         for name in model.heads:

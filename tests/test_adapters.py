@@ -223,6 +223,20 @@ def test_lora_checkpoint_evaluates_predicts_and_exports_to_a_pipeline(lora_run, 
     assert labels == [("neg", "pos")[int(row.argmax())] for row in ours]
 
 
+def test_exporting_every_task_merges_the_adapter_once(lora_run, tmp_path, monkeypatch, capsys):
+    from mtdnn import adapters
+
+    merges = []
+    merge = adapters.merge_lora
+    monkeypatch.setattr(adapters, "merge_lora", lambda encoder: merges.append(encoder) or merge(encoder))
+    assert main(["export", str(lora_run / "best"), str(tmp_path / "export")]) == 0
+    index = json.loads((tmp_path / "export" / "index.json").read_text())
+    assert len(index["tasks"]) >= 2 and len(merges) == 1  # one copy of the model merged, not one per head
+    for task in index["tasks"].values():
+        exported = load_file(tmp_path / "export" / task["directory"] / "model.safetensors")
+        assert not any("lora_" in name or "base_layer" in name for name in exported)
+
+
 def test_finetune_continues_a_lora_checkpoint_with_its_adapter(lora_run, tmp_path, capsys):
     output_dir = tmp_path / "ft"
     assert main(["finetune", str(lora_run / "best"), "--task", "single", "--set", "train.max_steps=3",
