@@ -37,7 +37,8 @@ def task_logits(model, data: TaskData, batch_size: int, device: torch.device | s
     """Logits for every example of `data`, in file order. (examples, num_outputs or group_size)
 
     Examples are batched longest first so that each batch pads little; with several processes each
-    evaluates every `num_processes`-th batch and the results are gathered without duplicates.
+    evaluates every `num_processes`-th batch and the results are gathered without duplicates. `progress`: a
+    progress bar, where stderr is a terminal.
     """
     order = np.argsort(-data.lengths(), kind="stable")
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -46,7 +47,7 @@ def task_logits(model, data: TaskData, batch_size: int, device: torch.device | s
     model.eval()
     mine = batches[process_index::num_processes]  # whole batches per process: same padding as one
     for positions in tqdm(mine, desc=f"{data.task.name} {data.split}", unit="batch", leave=False,
-                          disable=not progress):
+                          disable=None if progress else True):  # None: shown on a terminal, not in a log file
         batch = {k: v.to(device) for k, v in data.collate(positions).items() if k != "labels"}
         logits = model(data.task.head_name, **batch).logits.float().cpu().numpy()
         rows.extend(zip(positions.tolist(), logits))

@@ -43,7 +43,9 @@ def test_train_writes_run_files_and_metrics(trained_run):
 
 def test_evaluate_reproduces_logged_metrics(trained_run, capsys):
     assert main(["evaluate", str(trained_run / "last")]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert "batch" not in captured.err  # no progress bar where stderr is no terminal (a log file, a pipe)
     logged = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()][-1]
     assert printed.keys() == logged["metrics"].keys()
     for task, metrics in printed.items():
