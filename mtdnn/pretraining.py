@@ -92,6 +92,9 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 @torch.inference_mode()
 def mlm_loss(model, batches: list[dict], accelerator: Accelerator) -> dict[str, float]:
     """Mean loss per masked token over `batches` (shared out across processes) and its perplexity."""
+    # Not through DDP's wrapper, whose forward broadcasts the buffers: a collective the process with fewer batches
+    # never joins (a hang at the first evaluation when the batches do not divide evenly among the processes).
+    model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=accelerator.device)  # (summed loss, masked tokens)

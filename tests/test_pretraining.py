@@ -185,3 +185,42 @@ def test_an_mtdnn_checkpoint_is_not_silently_pre_trained_from_random_weights(tin
                                                                                capsys):
     assert main(["pretrain", _config(tmp_path, tiny_checkpoint, text_file)]) == 2
     assert "encoder weights" in capsys.readouterr().err
+
+
+def test_two_processes_pretrain_and_evaluate_like_one(tiny_model_dir, text_file, tmp_path):
+    """Stage 1 under `accelerate launch` (gloo on the CPU): the processes share each global batch, the held-out loss
+    is gathered exactly and the encoder is written once. 40 held-out lines in batches of 16 are 3 batches, 2 for one
+    process and 1 for the other: the evaluation used to hang there (DDP's forward broadcast buffers to a process
+    that had no batch left)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists() and not shutil.which("accelerate"):
+        pytest.skip("accelerate CLI not installed")
+    path = _config(tmp_path, tiny_model_dir, text_file, epochs=1, max_steps=None, batch_size=22, log_every_steps=1,
+                   eval_batch_size=16)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "pretrain", path],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)  # by the main process alone
+    assert printed["step"] == 5  # 200 training lines in global batches of 2 x 22: 4 full and one of 24
+    assert printed["after"]["loss"] < printed["before"]["loss"]
+    logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4, 5]
+    assert [row["step"] for row in logged if row["type"] == "eval"] == [0, 5]
+    # The saved encoder, evaluated by one process on the same held-out masks, gives the gathered loss.
+    config = load_pretrain_config(path)
+    tokenizer = load_tokenizer(str(tmp_path / "out"))
+    _, eval_batches, _ = pretraining.load_data(config, tokenizer)
+    from accelerate import Accelerator
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "out")
+    alone = pretraining.mlm_loss(model, eval_batches, Accelerator(cpu=True))
+    assert alone["masked_tokens"] == printed["after"]["masked_tokens"]
+    assert alone["loss"] == pytest.approx(printed["after"]["loss"], abs=1e-5)
