@@ -19,9 +19,13 @@ def _task_list(text: str | None) -> list[str] | None:
 
 
 def _print_run(output_dir: Path, **extra) -> None:
-    """What a finished training run prints: its directory, last step and final dev metrics (and `extra`)."""
+    """What a finished training run prints: its directory, last step and final dev metrics (and `extra`); under
+    `accelerate launch`, by the main process alone."""
     from mtdnn.checkpoint import STATE_FILE
+    from mtdnn.run_loop import process_state
 
+    if not process_state().is_main_process:
+        return
     state = json.loads((output_dir / "last" / STATE_FILE).read_text())
     print(json.dumps({"output_dir": str(output_dir), **extra, "step": state["step"],
                       "dev_metrics": state.get("dev_metrics")}, indent=2))
@@ -151,22 +155,17 @@ def run_train(args) -> int:
     from mtdnn.training import train
 
     config = load_config(args.config, args.overrides)
-    from accelerate import PartialState
-
-    output_dir = train(config, overwrite=args.overwrite, resume=args.resume)
-    if PartialState().is_main_process:  # under `accelerate launch`, print once
-        _print_run(output_dir)
+    _print_run(train(config, overwrite=args.overwrite, resume=args.resume))
     return 0
 
 
 def run_pretrain(args) -> int:
-    from accelerate import PartialState
-
     from mtdnn.pretrain_config import load_pretrain_config
     from mtdnn.pretraining import pretrain
+    from mtdnn.run_loop import process_state
 
     result = pretrain(load_pretrain_config(args.config, args.overrides), overwrite=args.overwrite, resume=args.resume)
-    if PartialState().is_main_process:  # under `accelerate launch`, print once
+    if process_state().is_main_process:  # under `accelerate launch`, print once
         print(json.dumps(result, indent=2))
     return 0
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 
 from mtdnn.checkpoint import load_checkpoint
 from mtdnn.config import Config
 from mtdnn.data import load_task_data
 from mtdnn.errors import MTDNNError
 from mtdnn.run_dir import RunDirectory
+from mtdnn.run_loop import process_state
 from mtdnn.run_state import step_checkpoints
 from mtdnn.soft_targets import SOFT_TARGETS, soft_target_file, up_to_date, write_soft_targets
 from mtdnn.tasks import TaskSpec, resolve_tasks
@@ -42,10 +42,12 @@ def _aligned(idx: list, logits: np.ndarray, order: list, teacher: str) -> np.nda
 def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
                    config: Config) -> dict[str, tuple[list, np.ndarray]]:
     """For each task some teacher has a head for: the training examples' ids and the logits of every teacher
-    with that head, (teachers, examples, outputs); padded ranking candidates are -inf."""
+    with that head, (teachers, examples, outputs); padded ranking candidates are -inf. Under `accelerate launch`
+    the processes share each pass (each on its own device) and every process gets the whole result."""
     from mtdnn.evaluation import task_logits
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    state = process_state()
+    device = state.device
     found: dict[str, list[tuple[list, np.ndarray, str]]] = {}
     for directory in teachers:
         model, tokenizer, teacher_config, _ = load_checkpoint(directory)
@@ -59,7 +61,8 @@ def teacher_logits(teachers: list[Path], tasks: dict[str, TaskSpec],
                 raise MTDNNError(f"teacher {directory}: its head `{head.name}` is {head.type} with {head.num_labels} "
                                  f"output(s), but task `{name}` is {task.type} with {task.num_labels}.")
             data = load_task_data(task, "train", tokenizer, data_settings, config.data.train_cap(name))
-            logits = task_logits(model, data, config.train.eval_batch_size, device)
+            logits = task_logits(model, data, config.train.eval_batch_size, device, state.process_index,
+                                 state.num_processes)
             found.setdefault(name, []).append((data.idx, logits, str(directory)))
         del model
     result = {}
@@ -83,15 +86,19 @@ def distill(config: Config, teachers: list[str | Path], overwrite: bool = False,
     config.data.check_train_caps(resolved)  # a misspelt cap: before the teachers' passes over the data, not after
     config.train.distillation.soft_targets = str(directory)
     run = RunDirectory(config.output_dir)  # claimed (cleared on --overwrite) before the soft targets are written
-    if PartialState().is_main_process:
+    state = process_state()
+    if state.is_main_process:
         run.claim(config.to_dict(), overwrite, resume, bool(step_checkpoints(Path(config.output_dir))))
+    state.wait_for_everyone()  # every process judges the soft targets after the claim has cleared or kept them
     tasks = {name: task for name, task in resolved.items() if "train" in (task.data_files or task.splits)}
     stale = {name: task for name, task in tasks.items()
              if overwrite or not up_to_date(soft_target_file(directory, name), teachers)}
     if stale:
         for name, (idx, logits) in teacher_logits(teachers, stale, config).items():
-            logger.info("soft targets for %s: %d examples from %d teacher(s)", name, len(idx), logits.shape[0])
-            write_soft_targets(directory, stale[name], idx, logits, teachers)
+            if state.is_main_process:
+                logger.info("soft targets for %s: %d examples from %d teacher(s)", name, len(idx), logits.shape[0])
+                write_soft_targets(directory, stale[name], idx, logits, teachers)
+    state.wait_for_everyone()  # written before any process reads them
     if not any(soft_target_file(directory, name).is_file() for name in tasks):
         raise MTDNNError(f"none of the teachers has a head for any of the tasks {', '.join(tasks)}.")
     return train(config, overwrite=overwrite, resume=resume, run=run)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from scipy.special import expit
 from tqdm.auto import tqdm
@@ -12,6 +11,7 @@ from tqdm.auto import tqdm
 from mtdnn.data import TaskData
 from mtdnn.errors import MTDNNError
 from mtdnn.metrics import compute_metrics
+from mtdnn.run_loop import process_state
 from mtdnn.tasks import TaskSpec
 
 
@@ -19,7 +19,7 @@ def inference_device(requested: str | None = None) -> torch.device:
     """Where to evaluate and predict: `requested` (`--device`: cpu, cuda, cuda:1, mps, ...), else the device
     accelerate picks for this process (its GPU under `accelerate launch`, the GPU/MPS/... if any, else the CPU)."""
     if requested is None:
-        return PartialState().device
+        return process_state().device
     try:
         device = torch.device(requested)
     except RuntimeError:

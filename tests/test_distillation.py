@@ -87,3 +87,41 @@ def test_objective_mixes_hard_and_soft_losses(tiny_checkpoint):
     expected = 0.75 * output.loss + 0.25 * soft
     assert objective(model, model, "pair", batch, positions).item() == pytest.approx(expected.item(), rel=1e-6)
     assert Objective()(model, model, "pair", batch, positions).item() == pytest.approx(output.loss.item())
+
+
+def test_distill_in_two_processes_matches_the_teachers_and_trains(teachers, tiny_model_dir, task_files, tmp_path):
+    """`accelerate launch -m mtdnn distill` (gloo on the CPU): the soft targets are the teachers' logits, written
+    once, and the student trains in both processes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists() and not shutil.which("accelerate"):
+        pytest.skip("accelerate CLI not installed")
+    config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["rank"]],
+              "data": {"max_seq_length": 32, "max_train_samples": 40},
+              "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "eval_batch_size": 7,
+                        "distillation": {"weight": 0.7, "temperature": 2.0}}}
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "student"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "distill", str(path),
+                             "--teachers", ",".join(map(str, teachers)), "--set", f"output_dir={out}"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, "\n".join(line for line in result.stderr.splitlines() if "it/s" not in line)[-3000:]
+    printed = json.loads(result.stdout)  # by the main process alone
+    assert printed["step"] == 7  # 40 + 16 (ranking) examples in global batches of 2 x 4: 5 + 2 updates
+    for name in ("single", "rank"):
+        stored = load_file(out / "soft_targets" / f"{name}.safetensors")
+        for k, teacher in enumerate(teachers):
+            model, tokenizer, _, _ = load_checkpoint(teacher)
+            data = load_task_data(model.tasks[name], "train", tokenizer, build_settings(Config, config).data, 40)
+            assert stored["idx"].tolist() == data.idx.tolist()
+            np.testing.assert_allclose(stored["logits"][k].numpy(), task_logits(model, data, 16), rtol=1e-5,
+                                       atol=1e-6)
+    assert json.loads((out / "last" / "trainer_state.json").read_text())["position"]["step"] == 7

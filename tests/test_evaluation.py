@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import sys
 
 import pytest
 import torch
@@ -48,13 +49,17 @@ def test_evaluate_and_predict_run_on_the_accelerator_by_default(fake_gpu, tiny_c
         assert main([*command, "--device", "cpu"]) == 0
 
 
-def test_evaluate_shows_a_progress_bar_and_gives_the_same_metrics_on_any_device_choice(tiny_checkpoint, capsys):
+def test_evaluate_shows_a_progress_bar_and_gives_the_same_metrics_on_any_device_choice(tiny_checkpoint, capsys,
+                                                                                     monkeypatch):
     PartialState._reset_state()
     assert main(["evaluate", str(tiny_checkpoint), "--tasks", "single,score"]) == 0
     default = capsys.readouterr()
+    assert "batch" not in default.err  # stderr is no terminal here (a log file, a pipe): no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["evaluate", str(tiny_checkpoint), "--tasks", "single,score", "--device", "cpu"]) == 0
-    assert capsys.readouterr().out == default.out
-    assert "single dev" in default.err and "batch" in default.err  # tqdm's bar over each task's batches
+    on_a_terminal = capsys.readouterr()
+    assert on_a_terminal.out == default.out
+    assert "single dev" in on_a_terminal.err and "batch" in on_a_terminal.err  # tqdm's bar over each task's batches
 
 
 @pytest.fixture
