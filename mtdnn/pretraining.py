@@ -119,6 +119,16 @@ def load_data(config: PretrainConfig, tokenizer) -> tuple[MaskedText, list[dict]
     return train_data, eval_data.fixed_batches(config.train.eval_batch_size, config.train.seed), len(held_out)
 
 
+def masked_token_weight(labels: torch.Tensor, counted: bool, accelerator) -> float:
+    """The weight of this process's mean loss (over its masked tokens) that makes the processes' average gradient
+    the whole batch's mean over every masked token, as one process would compute it: masked tokens here x
+    processes / masked tokens in the batch. Each process masks its own share, so the counts differ even where the
+    examples are shared evenly. `counted`: False for a process with no example of the batch (weight 0)."""
+    masked = (labels != -100).sum().float().reshape(1) if counted else torch.zeros(1, device=labels.device)
+    total = accelerator.reduce(masked.clone(), reduction="sum")
+    return float(masked * accelerator.num_processes / total) if total > 0 else 0.0
+
+
 def epoch_batches(data: MaskedText, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """Example indices of each mini-batch of an epoch: similar lengths together, batches in random order."""
     rng = np.random.default_rng([seed, epoch])
@@ -196,6 +206,8 @@ class MaskedLMStage:
         torch.manual_seed(batch_seed(self.settings.seed, epoch, index * accelerator.num_processes
                                      + accelerator.process_index))
         inputs = {key: value.to(accelerator.device) for key, value in self.train_data.collate(indices).items()}
+        if accelerator.num_processes > 1:
+            weight = masked_token_weight(inputs["labels"], weight > 0, accelerator)
         return StepLoss(self.model(**inputs).loss, weight, len(batch), {})
 
     def after_update(self, at: Position, total_updates: int) -> bool:

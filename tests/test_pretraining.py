@@ -187,6 +187,28 @@ def test_an_mtdnn_checkpoint_is_not_silently_pre_trained_from_random_weights(tin
     assert "encoder weights" in capsys.readouterr().err
 
 
+# Runs `mtdnn ARGS...` and writes, per rank, each training step's loss, weight and masked tokens to PREFIX.RANK.json.
+RECORDING = """
+import json, os, sys
+import mtdnn.pretraining as pretraining
+from mtdnn.mlm_data import MaskedText
+prefix, rows, collate, loss = sys.argv[1], [], MaskedText.collate, pretraining.MaskedLMStage.loss
+def recording_collate(self, indices):
+    batch = collate(self, indices)
+    self.masked = int((batch["labels"] != -100).sum())
+    return batch
+def recording_loss(self, batch, epoch, index):
+    step = loss(self, batch, epoch, index)
+    rows.append({"loss": step.loss.item(), "weight": step.weight, "masked": self.train_data.masked})
+    return step
+MaskedText.collate, pretraining.MaskedLMStage.loss = recording_collate, recording_loss
+from mtdnn.cli import main
+code = main(sys.argv[2:])
+open(f"{prefix}.{os.environ['RANK']}.json", "w").write(json.dumps(rows))
+sys.exit(code)
+"""
+
+
 def test_two_processes_pretrain_and_evaluate_like_one(tiny_model_dir, text_file, tmp_path):
     """Stage 1 under `accelerate launch` (gloo on the CPU): the processes share each global batch, the held-out loss
     is gathered exactly and the encoder is written once. 40 held-out lines in batches of 16 are 3 batches, 2 for one
@@ -203,8 +225,10 @@ def test_two_processes_pretrain_and_evaluate_like_one(tiny_model_dir, text_file,
     path = _config(tmp_path, tiny_model_dir, text_file, epochs=1, max_steps=None, batch_size=22, log_every_steps=1,
                    eval_batch_size=16)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "recording.py").write_text(RECORDING)
     result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "pretrain", path],
+                             "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "recording.py"),
+                             str(tmp_path / "steps"), "pretrain", path],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout)  # by the main process alone
@@ -213,6 +237,14 @@ def test_two_processes_pretrain_and_evaluate_like_one(tiny_model_dir, text_file,
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if row["type"] == "train"] == [1, 2, 3, 4, 5]
     assert [row["step"] for row in logged if row["type"] == "eval"] == [0, 5]
+    # The gradient DDP averages, of sum(weight x loss) / 2, is the whole batch's mean over its masked tokens (each
+    # process masks its own share: their counts differ, and weighting by examples was not exact).
+    ranks = [json.loads((tmp_path / f"steps.{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 5
+    assert any(a["masked"] != b["masked"] for a, b in zip(*ranks))
+    for a, b in zip(*ranks):
+        per_token = (a["loss"] * a["masked"] + b["loss"] * b["masked"]) / (a["masked"] + b["masked"])
+        assert (a["weight"] * a["loss"] + b["weight"] * b["loss"]) / 2 == pytest.approx(per_token, rel=1e-6)
     # The saved encoder, evaluated by one process on the same held-out masks, gives the gathered loss.
     config = load_pretrain_config(path)
     tokenizer = load_tokenizer(str(tmp_path / "out"))
