@@ -139,3 +139,33 @@ def test_sharded_setups_are_refused_with_a_clear_error(sharded):
         check_distribution(DistributedType[sharded])
     for supported in ("NO", "MULTI_CPU", "MULTI_GPU"):
         check_distribution(DistributedType[supported])
+
+
+@pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_the_toolbox_trains_in_two_processes(tiny_model_dir, task_files, tmp_path):
+    """SMART (its extra passes through the encoder), a SAN head, task embeddings, soft sharing with a LoRA adapter
+    per encoder and gradient checkpointing, all at once under DDP: the run completes, and one process evaluating
+    the checkpoint gives the metrics the two logged."""
+    pair = {**task_files["pair"], "answer_module": "san"}
+    config = {"model": {"name_or_path": str(tiny_model_dir), "task_embeddings": True, "sharing": "soft",
+                        "encoder_groups": [["single"], ["score", "pair"]], "lora": {"r": 4},
+                        "gradient_checkpointing": True},
+              "tasks": [task_files["single"], task_files["score"], pair], "data": {"max_seq_length": 32},
+              "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "eval_batch_size": 7,
+                        "adversarial": {"weight": 1.0}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "train", str(path),
+                             "--set", f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["step"] == 24  # 64 examples per task, global batch 2 x 4: 3 x 8 updates
+    logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()][-1]
+    evaluated = subprocess.run([sys.executable, "-m", "mtdnn", "evaluate", str(tmp_path / "out" / "last")],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    for task, metrics in json.loads(evaluated.stdout).items():
+        for name, value in metrics.items():
+            assert value == pytest.approx(logged["metrics"][task][name], abs=1e-6), (task, name)
