@@ -119,7 +119,7 @@ def load_data(config: PretrainConfig, tokenizer) -> tuple[MaskedText, list[dict]
     return train_data, eval_data.fixed_batches(config.train.eval_batch_size, config.train.seed), len(held_out)
 
 
-def masked_token_weight(labels: torch.Tensor, counted: bool, accelerator) -> float:
+def masked_token_weight(labels: torch.Tensor, counted: bool, accelerator: Accelerator) -> float:
     """The weight of this process's mean loss (over its masked tokens) that makes the processes' average gradient
     the whole batch's mean over every masked token, as one process would compute it: masked tokens here x
     processes / masked tokens in the batch. Each process masks its own share, so the counts differ even where the
@@ -208,7 +208,10 @@ class MaskedLMStage:
         inputs = {key: value.to(accelerator.device) for key, value in self.train_data.collate(indices).items()}
         if accelerator.num_processes > 1:
             weight = masked_token_weight(inputs["labels"], weight > 0, accelerator)
-        return StepLoss(self.model(**inputs).loss, weight, len(batch), {})
+        output = self.model(**inputs)
+        if not (inputs["labels"] != -100).any():  # transformers' mean over no token is NaN; this share adds nothing
+            return StepLoss(output.logits.sum() * 0.0, 0.0, len(batch), {})
+        return StepLoss(output.loss, weight, len(batch), {})
 
     def after_update(self, at: Position, total_updates: int) -> bool:
         if self.settings.eval_every_steps and at.step % self.settings.eval_every_steps == 0 and self.eval_batches:

@@ -187,6 +187,20 @@ def test_an_mtdnn_checkpoint_is_not_silently_pre_trained_from_random_weights(tin
     assert "encoder weights" in capsys.readouterr().err
 
 
+def test_a_batch_with_no_masked_token_trains_on_instead_of_stopping_at_nan(tiny_model_dir, text_file, tmp_path):
+    """At 1% masking, batches of 2 short lines mostly mask nothing: transformers' loss over no token is NaN, and the
+    run stopped ("the loss is nan ... Lower train.learning_rate"); such a batch now contributes nothing."""
+    path = _config(tmp_path, tiny_model_dir, text_file, max_steps=12, batch_size=2, log_every_steps=1)
+    values = yaml.safe_load(open(path))
+    values["mlm"] = {"probability": 0.01}
+    open(path, "w").write(yaml.safe_dump(values))
+    result = pretraining.pretrain(load_pretrain_config(path))
+    assert result["step"] == 12
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["type"] == "train"]
+    assert len(losses) == 12 and 0.0 in losses and all(loss == loss for loss in losses)  # none NaN
+
+
 # Runs `mtdnn ARGS...` and writes, per rank, each training step's loss, weight and masked tokens to PREFIX.RANK.json.
 RECORDING = """
 import json, os, sys
