@@ -22,7 +22,7 @@ def _print_run(output_dir: Path, **extra) -> None:
     """What a finished training run prints: its directory, last step and final dev metrics (and `extra`); under
     `accelerate launch`, by the main process alone."""
     from mtdnn.checkpoint import STATE_FILE
-    from mtdnn.run_loop import process_state
+    from mtdnn.processes import process_state
 
     if not process_state().is_main_process:
         return
@@ -162,7 +162,7 @@ def run_train(args) -> int:
 def run_pretrain(args) -> int:
     from mtdnn.pretrain_config import load_pretrain_config
     from mtdnn.pretraining import pretrain
-    from mtdnn.run_loop import process_state
+    from mtdnn.processes import process_state
 
     result = pretrain(load_pretrain_config(args.config, args.overrides), overwrite=args.overwrite, resume=args.resume)
     if process_state().is_main_process:  # under `accelerate launch`, print once

@@ -19,8 +19,8 @@ from mtdnn.checkpoint import load_checkpoint
 from mtdnn.config import Config
 from mtdnn.data import load_task_data
 from mtdnn.errors import MTDNNError
+from mtdnn.processes import process_state
 from mtdnn.run_dir import RunDirectory
-from mtdnn.run_loop import process_state
 from mtdnn.run_state import step_checkpoints
 from mtdnn.soft_targets import SOFT_TARGETS, soft_target_file, up_to_date, write_soft_targets
 from mtdnn.tasks import TaskSpec, resolve_tasks

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from mtdnn.data import TaskData
 from mtdnn.errors import MTDNNError
 from mtdnn.metrics import compute_metrics
-from mtdnn.run_loop import process_state
+from mtdnn.processes import process_state
 from mtdnn.tasks import TaskSpec
 
 

@@ -19,9 +19,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import (DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, parse_flag_from_env,
-                               set_seed)
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from mtdnn.errors import MTDNNError, StoppedBySignal
@@ -95,13 +94,6 @@ class SignalCatcher:
 
 SHARDED = frozenset({DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM})
 """accelerate's sharded set-ups: each process holds a part of the weights or optimizer state."""
-
-
-def process_state() -> PartialState:
-    """This process's place under `accelerate launch` (index, count, device), before or after an Accelerator
-    exists. A bare `PartialState()` ignores ACCELERATE_USE_CPU (the Accelerator reads it): made first in
-    processes launched on CPUs, it would leave each one alone and "main", and fix that for the Accelerator too."""
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def check_distribution(distributed_type: DistributedType) -> None:
