@@ -94,15 +94,25 @@ def cached_split(task: TaskSpec, split: str, tokenizer, settings: DataSettings, 
 
 @contextlib.contextmanager
 def _building(path: Path):
-    """Held while `path` is built: an exclusive `flock` on a hidden file beside it, released when the process
-    ends, however it ends. A complete entry is never replaced, so its readers need no lock."""
+    """Held while `path` is built: an exclusive `flock` on a hidden file beside it (kept there; opened read-only,
+    so a cache shared between users locks too), released when the process ends, however it ends. A complete
+    entry is never replaced, so its readers need no lock. Where the file system has no locks, the entry is built
+    without one, as before locks: processes then may tokenise it twice, each into its own staging directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        handle = os.open(path.parent / f".{path.name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as error:
+        logger.warning("building %s without a lock (%s)", path.name, error)
+        yield
+        return
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:  # ENOLCK, EOPNOTSUPP: a network file system without flock
+            logger.warning("building %s without a lock (%s)", path.name, error)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def _tokenize(batch: dict[str, list], task: TaskSpec, tokenizer, max_seq_length: int) -> dict[str, list]:
@@ -132,8 +142,14 @@ def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max
         del tokens
         (staging / "tokens.arrow").unlink()
         (staging / DONE).write_text(json.dumps({"task": task.name, "split": split, "examples": len(columns)}))
-        shutil.rmtree(path, ignore_errors=True)  # incomplete (no DONE): left by an older mtdnn
-        os.replace(staging, path)
+        if (path / DONE).is_file():  # published meanwhile by a process that held no lock either: keep it
+            return
+        shutil.rmtree(path, ignore_errors=True)  # incomplete (no DONE), e.g. left by an older mtdnn
+        try:
+            os.replace(staging, path)
+        except OSError:
+            if not (path / DONE).is_file():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -114,7 +114,7 @@ def test_multi_label_rows_are_cached_as_a_matrix(tiny_model_dir, tmp_path):
 
 
 CONCURRENT_READER = '''
-import json, logging, sys, time
+import contextlib, json, logging, sys, time
 from pathlib import Path
 
 import mtdnn.token_cache as token_cache
@@ -124,18 +124,25 @@ from mtdnn.pretrained import load_tokenizer
 from mtdnn.tasks import TaskSpec
 
 model, task, cache, mine, theirs = sys.argv[1:]
-read = token_cache.load_split
+building, read = token_cache._building, token_cache.load_split
 
 
-def meet_then_read(*args, **kwargs):  # both processes are past the "is it cached?" check before either tokenises
+@contextlib.contextmanager
+def meet_then_build(path):  # both processes are past the "is it cached?" check before either takes the lock
     Path(mine).touch()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 120
     while not Path(theirs).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    with building(path):
+        yield
+
+
+def reading(*args, **kwargs):
+    print("reading the source", file=sys.stderr)
     return read(*args, **kwargs)
 
 
-token_cache.load_split = meet_then_read
+token_cache._building, token_cache.load_split = meet_then_build, reading
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 data = load_task_data(TaskSpec.from_dict(json.loads(task)), "train", load_tokenizer(model),
                       DataSettings(max_seq_length=16, cache_dir=cache))
@@ -145,7 +152,8 @@ print(json.dumps(data.input_ids.tolist()))
 
 def test_processes_asking_for_the_same_cold_split_at_once_tokenise_it_once(tiny_model_dir, task_files, tmp_path):
     """Two experiment jobs side by side used to tokenise the same split both, and the second to publish its entry
-    by deleting the first's under the first's reader (KeyError 'offsets'); now one builds, the other waits."""
+    by deleting the first's under the first's reader (KeyError 'offsets'); now one builds, the other waits for
+    its lock and maps what it wrote."""
     import json
     import os
     import subprocess
@@ -163,5 +171,22 @@ def test_processes_asking_for_the_same_cold_split_at_once_tokenise_it_once(tiny_
     tokenised = [line for _, stderr in outputs for line in stderr.splitlines()
                  if line.startswith("mtdnn.token_cache: tokenising pair train")]
     assert len(tokenised) == 1, tokenised
+    assert sum(stderr.count("reading the source") for _, stderr in outputs) == 1  # the other waited, then mapped
     assert json.loads(outputs[0][0]) == json.loads(outputs[1][0]) and len(json.loads(outputs[0][0])) == 64
     assert len(entries(tmp_path / "cache")) == 1
+
+
+def test_a_file_system_without_locks_still_caches(tiny_model_dir, task_files, tmp_path, monkeypatch, caplog):
+    import errno
+
+    import mtdnn.token_cache as token_cache
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(token_cache.fcntl, "flock", no_locks)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    settings = DataSettings(max_seq_length=16, cache_dir=str(tmp_path))
+    with caplog.at_level("WARNING", logger="mtdnn.token_cache"):
+        data = load_task_data(TaskSpec.from_dict(task_files["single"]), "train", tokenizer, settings)
+    assert len(data) == 64 and "without a lock (" in caplog.text and len(entries(tmp_path)) == 1
