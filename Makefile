@@ -40,12 +40,12 @@ pipeline: install
 pipeline-quick: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.pipeline --config configs/pipeline.yaml --quick
 
-# The multi-task toolbox, each mechanism on vs off (issue 7; docs/results.md): 12 arms x seeds 1,2,3, ~2.3 h on 2
-# idle cores, resumable. ARGS=--seeds=1 or ARGS=--arms=baseline,san for less; ARGS=--quick: a few minutes.
+# The multi-task toolbox, each mechanism on vs off (issue 7): 12 arms x seeds 1,2,3, hours on a CPU (docs/results.md
+# gives the run's time), resumable. ARGS=--seeds=1 or ARGS=--arms=baseline,san for less; ARGS=--quick: a few minutes.
 ablation: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.ablation $(ARGS)
 
-# Speed against transformers.Trainer (issue 4; docs/performance.md): ~12 minutes on 2 quiet cores. `make bench ARGS=--quick`: ~3.
+# Speed against transformers.Trainer (issue 4; its time and figures: docs/performance.md). `make bench ARGS=--quick`: shorter.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.benchmark $(ARGS)
 
@@ -57,7 +57,7 @@ reproduce: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.reproduce $(ARGS)
 
 # Held-out task (RTE; ARGS=--held-out=mrpc) from 0.1-100% of its data, MT-DNN vs pre-trained encoder
-# (issue 8; docs/results.md): ~45 min on 2 idle cores, resumable. ARGS=--quick: a few minutes.
+# (issue 8; docs/results.md gives the run's time): resumable. ARGS=--quick: a few minutes.
 transfer: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.transfer $(ARGS)
 
