@@ -69,9 +69,9 @@ def finetune_config(checkpoint: str | Path, task_name: str, config_path: str | P
     """The one-task config of stage 3: `config_path` (else the checkpoint's config) restricted to `task_name`, then
     `--set` overrides.
 
-    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint (a hub id's:
-    `located`) unless the
-    config file or an override sets it (the checkpoint's own config never chooses where stage 3 writes); the
+    `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint (for a
+    hub id, see `located`) unless the config file or an override sets it (the checkpoint's own config never
+    chooses where stage 3 writes); the
     tokenizer is the checkpoint's. From the checkpoint's config, the task sampling strategy and distillation
     (stage-2 matters) are not inherited; per-task training caps keep this task's.
     """

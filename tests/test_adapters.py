@@ -231,7 +231,7 @@ def test_exporting_every_task_merges_the_adapter_once(lora_run, tmp_path, monkey
     monkeypatch.setattr(adapters, "merge_lora", lambda encoder: merges.append(encoder) or merge(encoder))
     assert main(["export", str(lora_run / "best"), str(tmp_path / "export")]) == 0
     index = json.loads((tmp_path / "export" / "index.json").read_text())
-    assert len(index["tasks"]) >= 2 and len(merges) == 1  # one copy of the model merged, not one per head
+    assert len(index["tasks"]) >= 2 and len(merges) == 1  # one encoder here: merged once, not once per head
     for task in index["tasks"].values():
         exported = load_file(tmp_path / "export" / task["directory"] / "model.safetensors")
         assert not any("lora_" in name or "base_layer" in name for name in exported)
