@@ -71,9 +71,9 @@ def finetune_config(checkpoint: str | Path, task_name: str, config_path: str | P
 
     `output_dir` defaults to `finetune/<task>` inside the stage-2 run directory that holds the checkpoint (for a
     hub id, see `located`) unless the config file or an override sets it (the checkpoint's own config never
-    chooses where stage 3 writes); the
-    tokenizer is the checkpoint's. From the checkpoint's config, the task sampling strategy and distillation
-    (stage-2 matters) are not inherited; per-task training caps keep this task's.
+    chooses where stage 3 writes); the tokenizer is the checkpoint's. From the checkpoint's config, the task
+    sampling strategy and distillation (stage-2 matters) are not inherited; per-task training caps keep this
+    task's.
     """
     return _config(*located(checkpoint), task_name, config_path, overrides)
 
