@@ -52,7 +52,7 @@ bench: install
 # Single-task vs MT-DNN on GLUE dev with its controls (issues 6, 20; docs/results.md): a budget probe, then arm 1,
 # the equal-passes control, arms 2 and 3 x 3 seeds with bootstrap intervals: hours on 2 idle cores (the report gives
 # the job time), resumable (re-run to continue). ARGS=--accept-budget=N when no budget passes the probe;
-# ARGS=--quick: a few minutes.
+# ARGS=--estimate: the tokens and time it takes; ARGS=--quick: a few minutes.
 reproduce: install
 	HF_HUB_OFFLINE=1 $(PY) -m scripts.reproduce $(ARGS)
 

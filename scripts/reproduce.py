@@ -10,6 +10,7 @@ resumes interrupted training from its last checkpoint. Writes its section of doc
     python -m scripts.reproduce                     # the full run (`make reproduce`)
     python -m scripts.reproduce --accept-budget 2   # no candidate passed: go on with the second anyway
     python -m scripts.reproduce --quick             # a smoke run: 64 examples per task, one seed
+    python -m scripts.reproduce --estimate          # tokens per candidate budget, time left at this machine's rate
     python -m scripts.reproduce --report-only
 """
 
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from mtdnn.tasks import resolve_tasks
@@ -29,6 +31,7 @@ from scripts.plan import claim_output_dir, described, task_name
 from scripts.predictions import load_labels
 from scripts.report import driver_command
 from scripts.reproduce_budget import BudgetRefused, candidate, choose, judge, majority_floor
+from scripts.reproduce_estimate import estimate
 from scripts.reproduce_plan import FULL, QUICK, QUICK_ACCEPTS, ReproducePlan
 from scripts.reproduce_report import write_report
 from scripts.reproduce_runs import run_chain, run_control, run_single, run_trainer
@@ -151,6 +154,9 @@ def main() -> None:
                            f"rejects every candidate, and the run goes on with candidate {QUICK_ACCEPTS}")
     parser.add_argument("--accept-budget", type=int, default=None, metavar="N",
                         help="when no candidate budget passes the probe, go on with candidate N (1-based) anyway")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print each candidate budget's training tokens, the jobs finished in the output "
+                        "directory and the time left at the rate of its finished single-task jobs; train nothing")
     parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
                         help="the output directory of a re-run of the same plan: the report compares the two")
     args = parser.parse_args()
@@ -161,6 +167,12 @@ def main() -> None:
     if accept is not None and not 1 <= accept <= len(plan.budgets):
         parser.error(f"--accept-budget {accept}: the plan has candidates 1 to {len(plan.budgets)}")
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
+    workers = args.workers or jobs.default_workers()
+    if args.estimate:  # reads the output directory; a run's training subsets are there already, else made aside
+        with tempfile.TemporaryDirectory() as aside:
+            subsets = output_dir / "data" if (output_dir / "plan.json").is_file() else Path(aside)
+            print("\n".join(estimate(plan, task_entries(plan, subsets), ResultStore(output_dir / "results"), workers)))
+        return
     if args.compare:  # checked before any training: a mistake here should not cost the whole run
         if args.compare.resolve() == output_dir.resolve():
             parser.error(f"--compare {args.compare}: that is this run's own output directory; give the re-run's")
@@ -169,7 +181,6 @@ def main() -> None:
         if json.loads((args.compare / "plan.json").read_text()) != described(plan):
             parser.error(f"--compare {args.compare}: its results are of a different plan than this one")
     claim(output_dir, plan)
-    workers = args.workers or jobs.default_workers()
     try:
         store = run_or_load(output_dir, "reproduce",
                             None if args.report_only else lambda: run_all(plan, output_dir, workers, accept))

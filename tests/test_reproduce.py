@@ -305,3 +305,29 @@ def test_a_rerun_is_compared_arm_by_arm_over_common_seeds_against_seed_noise():
                     ["rte", "1", "62.0", "62.0", "+0.0", "one seed: no noise measured |"]]
     assert rerun_lines(TABLE, tables.collect([]), "x") == ["No arm, task and seed of the re-run in `x` is in this run "
                                                            "too."]
+
+
+def test_the_estimate_counts_every_job_s_tokens_and_the_time_left_at_the_measured_rate(tiny_model_dir, task_files,
+                                                                                     tmp_path):
+    from scripts import reproduce_estimate
+    from scripts.results import ResultStore
+
+    plan = ReproducePlan(name="test", seeds=(1, 2), budgets=((1, 1e-3), (3, 1e-3)),
+                         tasks=(task_files["single"], task_files["pair"]), separate=("pair",),
+                         model=str(tiny_model_dir), max_seq_length=32)
+    entries = reproduce.task_entries(plan, tmp_path / "data")
+    tokens = reproduce_estimate.task_tokens(plan, entries)
+    assert set(tokens) == {"single", "pair"} and all(count > 64 for count in tokens.values())
+    jobs_at_3 = reproduce_estimate.job_tokens(plan.at((3, 1e-3)), tokens)
+    both = tokens["single"] + tokens["pair"]
+    assert jobs_at_3[("single", "pair", 2)] == jobs_at_3[("control", "pair", 2)] == 3 * tokens["pair"]
+    assert jobs_at_3[("chain", None, 1)] == 3 * tokens["single"] + 3 * both  # pair stays out of stage 2
+    assert sum(jobs_at_3.values()) == 2 * (3 * both + 3 * both + 3 * tokens["single"] + 3 * both)
+    store = ResultStore(tmp_path / "results")
+    store.save({"seconds": 0.5}, "e1-lr0.001", "single", "single", "seed-1")  # one finished arm-1 job
+    lines = reproduce_estimate.estimate(plan, entries, store, workers=2)
+    assert "1 of 10 jobs finished" in lines[1] and "0 of 10 jobs finished" in lines[2]  # 2 seeds x (2 x 2 + 1)
+    rate = tokens["single"] / 0.5
+    assert f"{rate:,.0f} tokens/s per worker" in lines[-1]
+    nothing_finished = reproduce_estimate.estimate(plan, entries, ResultStore(tmp_path / "none"), 2)
+    assert "no finished single-task job" in nothing_finished[-1]
