@@ -69,6 +69,22 @@ def _load_for_inference(args, checkpoint_cap: bool):
     return model.to(device), data, batch_size, device
 
 
+def _shares() -> dict:
+    """Under `accelerate launch`, each process runs every num_processes-th batch and the logits are gathered
+    (`task_logits`): this process's part, and whether it shows progress."""
+    from mtdnn.processes import process_state
+
+    state = process_state()
+    return {"process_index": state.process_index, "num_processes": state.num_processes,
+            "progress": state.is_local_main_process}
+
+
+def _main_process() -> bool:
+    from mtdnn.processes import process_state
+
+    return process_state().is_main_process
+
+
 def run_evaluate(args) -> int:
     from mtdnn.evaluation import evaluate_task
 
@@ -77,9 +93,10 @@ def run_evaluate(args) -> int:
     if unlabeled:
         raise MTDNNError(f"the `{args.split}` split of task `{unlabeled[0]}` has no labels to evaluate against; "
                          "use `mtdnn predict` for unlabeled splits.")
-    results = {name: evaluate_task(model, task_data, batch_size, device, progress=True)
+    results = {name: evaluate_task(model, task_data, batch_size, device, **_shares())
                for name, task_data in data.items()}
-    print(json.dumps(results, indent=2))
+    if _main_process():
+        print(json.dumps(results, indent=2))
     return 0
 
 
@@ -98,7 +115,9 @@ def run_predict(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, task_data in data.items():
         task = task_data.task
-        logits = task_logits(model, task_data, batch_size, device, progress=True)
+        logits = task_logits(model, task_data, batch_size, device, **_shares())
+        if not _main_process():
+            continue
         predictions = predictions_from_logits(task.type, logits, task.threshold)
         path = path_for(output_dir, name, ".tsv")
         with open(path, "w", newline="") as handle:
@@ -144,7 +163,9 @@ def _predict_glue_submission(args) -> int:
     model, tokenizer, config, _ = load_checkpoint(args.checkpoint)
     _use_local_data_settings(config.data, args)
     report = write_submission(model.to(device), tokenizer, config.data, args.output_dir,
-                              args.batch_size or config.train.eval_batch_size, args.fill_missing, device)
+                              args.batch_size or config.train.eval_batch_size, args.fill_missing, device, _shares())
+    if not _main_process():
+        return 0
     print(json.dumps({"zip": str(Path(args.output_dir) / ZIP_NAME), "files": [asdict(entry) for entry in report]},
                      indent=2))
     return 0

@@ -67,12 +67,17 @@ def write_file(path: Path, indices: list, predictions: list[str]) -> None:
 
 
 def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, output_dir: str | Path,
-                     batch_size: int, fill_missing: bool = False, device="cpu") -> list[SubmissionFile]:
+                     batch_size: int, fill_missing: bool = False, device="cpu",
+                     shares: dict | None = None) -> list[SubmissionFile]:
     """Predict every GLUE test set the model has a head for; write the files and `submission.zip`.
 
     With `fill_missing`, a task that has test data but no head gets a constant placeholder file (the
-    leaderboard only accepts complete submissions); it is reported as `placeholder`.
+    leaderboard only accepts complete submissions); it is reported as `placeholder`. `shares`: this process's
+    part of each pass under `accelerate launch` (`task_logits`' process_index, num_processes, progress); the main
+    process alone writes.
     """
+    shares = shares or {"progress": True}
+    writes = shares.get("process_index", 0) == 0
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = []
@@ -85,7 +90,7 @@ def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, 
         try:  # the full test split: max_eval_samples would cut a submission short
             if has_head:
                 data = load_task_data(task, "test", tokenizer, data_settings, max_samples=None)
-                logits = task_logits(model, data, batch_size, device, progress=True)
+                logits = task_logits(model, data, batch_size, device, **shares)
                 indices, predictions = data.idx, format_predictions(task, logits)
             else:  # a constant needs the row ids only, not the tokens
                 indices = list(load_split(task, "test", glue_dir_from(data_settings.glue_dir))["idx"])
@@ -93,10 +98,13 @@ def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, 
         except MTDNNError as error:
             report.append(SubmissionFile(task.name, task.submission_file, None, f"no test data: {error}"))
             continue
-        write_file(output_dir / task.submission_file, indices, predictions)
+        if writes:
+            write_file(output_dir / task.submission_file, indices, predictions)
         status = "written" if has_head else f"placeholder (no head `{task.head_name}`)"
         report.append(SubmissionFile(task.name, task.submission_file, len(indices), status))
     written = [entry for entry in report if entry.rows is not None]
+    if not writes:
+        return report
     with zipfile.ZipFile(output_dir / ZIP_NAME, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for entry in written:
             archive.write(output_dir / entry.file, arcname=entry.file)

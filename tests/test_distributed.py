@@ -169,3 +169,31 @@ def test_the_toolbox_trains_in_two_processes(tiny_model_dir, task_files, tmp_pat
     for task, metrics in json.loads(evaluated.stdout).items():
         for name, value in metrics.items():
             assert value == pytest.approx(logged["metrics"][task][name], abs=1e-6), (task, name)
+
+
+def _launch(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", *arguments],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
+def test_evaluate_and_predict_share_the_work_of_two_processes(tiny_checkpoint, tmp_path):
+    """Each process runs half the batches (24 dev examples, batches of 5: 3 and 2), the logits are gathered: the
+    metrics and prediction files are one process's, printed and written once."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    alone = subprocess.run([sys.executable, "-m", "mtdnn", "evaluate", str(tiny_checkpoint), "--batch-size", "5"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    shared = _launch(["evaluate", str(tiny_checkpoint), "--batch-size", "5"], env)
+    assert alone.returncode == 0 and shared.returncode == 0, shared.stderr[-3000:]
+    assert json.loads(shared.stdout) == json.loads(alone.stdout)  # printed once: one JSON document
+    for directory, command in (("alone", [sys.executable, "-m", "mtdnn"]), ("shared", None)):
+        arguments = ["predict", str(tiny_checkpoint), "--split", "dev", "--batch-size", "5", "--output-dir",
+                     str(tmp_path / directory)]
+        result = _launch(arguments, env) if command is None else subprocess.run(
+            command + arguments, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    files = sorted(path.name for path in (tmp_path / "alone").iterdir())
+    assert files == sorted(path.name for path in (tmp_path / "shared").iterdir()) and len(files) == 4
+    for name in files:
+        assert (tmp_path / "shared" / name).read_text() == (tmp_path / "alone" / name).read_text(), name

@@ -3,6 +3,7 @@
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,31 @@ def test_ax_submission_from_the_diagnostic_layout(glue_checkpoint, diagnostic_gl
     assert [row[0] for row in _rows(tmp_path / "AX.tsv")[1:]] == ["0", "1", "2", "3", "4"]
     with zipfile.ZipFile(tmp_path / "submission.zip") as archive:
         assert archive.namelist() == ["AX.tsv"]
+
+
+@needs_glue(*TEST_FILES)
+def test_two_processes_write_the_same_submission_once(glue_checkpoint, short_glue_dir, tmp_path, capsys):
+    """`accelerate launch -m mtdnn predict --glue-submission`: the processes share each test set's batches; the main
+    process writes the files one process writes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.exists() and not shutil.which("accelerate"):
+        pytest.skip("accelerate CLI not installed")
+    arguments = ["predict", str(glue_checkpoint), "--split", "test", "--glue-submission", "--data-dir",
+                 str(short_glue_dir), "--batch-size", "3"]
+    assert main([*arguments, "--output-dir", str(tmp_path / "alone")]) == 0
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", *arguments,
+                             "--output-dir", str(tmp_path / "shared")], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["files"] == json.loads(capsys.readouterr().out)["files"]  # printed once
+    files = sorted(path.name for path in (tmp_path / "alone").glob("*.tsv"))
+    assert len(files) == 7 and files == sorted(path.name for path in (tmp_path / "shared").glob("*.tsv"))
+    for name in files:
+        assert (tmp_path / "shared" / name).read_text() == (tmp_path / "alone" / name).read_text(), name
