@@ -69,7 +69,7 @@ def _load_for_inference(args, checkpoint_cap: bool):
     return model.to(device), data, batch_size, device
 
 
-def _shares() -> dict:
+def _shares() -> dict[str, int | bool]:
     """Under `accelerate launch`, each process runs every num_processes-th batch and the logits are gathered
     (`task_logits`): this process's part, and whether it shows progress."""
     from mtdnn.processes import process_state
@@ -133,6 +133,8 @@ def _predict_input(args) -> int:
 
     if not args.task:
         raise MTDNNError("--input needs --task NAME: the task whose head predicts the texts.")
+    if not _main_process():  # a file of texts is one process's work: the others under `accelerate launch` stop
+        return 0
     predictor = Predictor.from_pretrained(args.checkpoint, args.device)
     if args.batch_size:
         predictor.batch_size = args.batch_size

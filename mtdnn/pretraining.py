@@ -209,7 +209,9 @@ class MaskedLMStage:
         if accelerator.num_processes > 1:
             weight = masked_token_weight(inputs["labels"], weight > 0, accelerator)
         output = self.model(**inputs)
-        if not (inputs["labels"] != -100).any():  # transformers' mean over no token is NaN; this share adds nothing
+        if not (inputs["labels"] != -100).any():
+            # transformers' mean over no token is NaN: this share adds no gradient (its loss is logged as 0; where no
+            # process has a masked token the update still decays the weights and advances the schedule)
             return StepLoss(output.logits.sum() * 0.0, 0.0, len(batch), {})
         return StepLoss(output.loss, weight, len(batch), {})
 

@@ -68,7 +68,7 @@ def write_file(path: Path, indices: list, predictions: list[str]) -> None:
 
 def write_submission(model: MTDNNModel, tokenizer, data_settings: DataSettings, output_dir: str | Path,
                      batch_size: int, fill_missing: bool = False, device="cpu",
-                     shares: dict | None = None) -> list[SubmissionFile]:
+                     shares: dict[str, int | bool] | None = None) -> list[SubmissionFile]:
     """Predict every GLUE test set the model has a head for; write the files and `submission.zip`.
 
     With `fill_missing`, a task that has test data but no head gets a constant placeholder file (the

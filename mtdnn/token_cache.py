@@ -94,13 +94,18 @@ def cached_split(task: TaskSpec, split: str, tokenizer, settings: DataSettings, 
 
 @contextlib.contextmanager
 def _building(path: Path):
-    """Held while `path` is built: an exclusive `flock` on a hidden file beside it (kept there; opened read-only,
-    so a cache shared between users locks too), released when the process ends, however it ends. A complete
-    entry is never replaced, so its readers need no lock. Where the file system has no locks, the entry is built
-    without one, as before locks: processes then may tokenise it twice, each into its own staging directory."""
+    """Held while `path` is built: an exclusive `flock` on a hidden file beside it (kept there), released when the
+    process ends, however it ends. A complete entry is never replaced, so its readers need no lock. The file is
+    opened for writing (NFS emulates `flock` with POSIX locks, which need it), else read-only (a lock file another
+    user of a shared cache made). Where no lock can be had, the entry is built without one: processes then may
+    tokenise it twice, each into its own staging directory (`_build` keeps the first entry published)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = path.parent / f".{path.name}.lock"
     try:
-        handle = os.open(path.parent / f".{path.name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            handle = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            handle = os.open(lock_file, os.O_RDONLY)
     except OSError as error:
         logger.warning("building %s without a lock (%s)", path.name, error)
         yield
@@ -108,7 +113,7 @@ def _building(path: Path):
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:  # ENOLCK, EOPNOTSUPP: a network file system without flock
+        except OSError as error:  # ENOLCK, EOPNOTSUPP, EBADF: a file system (or mount) without such locks
             logger.warning("building %s without a lock (%s)", path.name, error)
         yield
     finally:
@@ -142,16 +147,25 @@ def _build(columns: datasets.Dataset, task: TaskSpec, split: str, tokenizer, max
         del tokens
         (staging / "tokens.arrow").unlink()
         (staging / DONE).write_text(json.dumps({"task": task.name, "split": split, "examples": len(columns)}))
-        if (path / DONE).is_file():  # published meanwhile by a process that held no lock either: keep it
-            return
-        shutil.rmtree(path, ignore_errors=True)  # incomplete (no DONE), e.g. left by an older mtdnn
-        try:
-            os.replace(staging, path)
-        except OSError:
-            if not (path / DONE).is_file():
-                raise
+        _publish(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Rename the complete `staging` to `path`, unless an entry is there complete already (published meanwhile by
+    a process that held no lock either: it is kept, under its readers). An incomplete one (no DONE, e.g. left by
+    an older mtdnn) is moved aside first and removed."""
+    try:
+        os.replace(staging, path)  # fails where `path` is a directory that is not empty
+        return
+    except OSError:
+        if (path / DONE).is_file():
+            return
+    aside = path.with_name(f".{path.name}-incomplete-{os.getpid()}")
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(staging, path)
 
 
 def _flat(column: pa.ChunkedArray, path: Path, dtype) -> np.ndarray:

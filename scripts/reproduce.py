@@ -22,10 +22,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from mtdnn.config import DataSettings
 from mtdnn.tasks import resolve_tasks
+from mtdnn.token_cache import cache_root
 from scripts import jobs
 from scripts.plan import claim_output_dir, described, task_name
 from scripts.predictions import load_labels
@@ -168,10 +169,15 @@ def main() -> None:
         parser.error(f"--accept-budget {accept}: the plan has candidates 1 to {len(plan.budgets)}")
     output_dir = args.output_dir or Path("runs/reproduce" + ("-quick" if args.quick else ""))
     workers = args.workers or jobs.default_workers()
-    if args.estimate:  # reads the output directory; a run's training subsets are there already, else made aside
-        with tempfile.TemporaryDirectory() as aside:
-            subsets = output_dir / "data" if (output_dir / "plan.json").is_file() else Path(aside)
-            print("\n".join(estimate(plan, task_entries(plan, subsets), ResultStore(output_dir / "results"), workers)))
+    if args.estimate:  # reads the output directory, writes nothing there
+        if args.report_only or args.compare or args.accept_budget is not None:
+            parser.error("--estimate trains nothing and writes no report: use it alone (with --output-dir, --quick)")
+        stored = output_dir / "plan.json"
+        if stored.is_file() and json.loads(stored.read_text()) != described(plan):
+            parser.error(f"--estimate: {output_dir} holds results of a different plan ({stored})")
+        # the run's own training subsets, else the same files beside the token cache (tokenised once for both)
+        subsets = output_dir / "data" if stored.is_file() else cache_root(DataSettings()) / "reproduce-subsets"
+        print("\n".join(estimate(plan, task_entries(plan, subsets), ResultStore(output_dir / "results"), workers)))
         return
     if args.compare:  # checked before any training: a mistake here should not cost the whole run
         if args.compare.resolve() == output_dir.resolve():

@@ -8,6 +8,7 @@ from mtdnn.config import DataSettings
 from mtdnn.data import load_task_data
 from mtdnn.pretrained import load_tokenizer
 from mtdnn.tasks import resolve_tasks
+from scripts.plan import task_name
 from scripts.reproduce_plan import ReproducePlan
 from scripts.results import ResultStore
 
@@ -37,17 +38,14 @@ def done(store: ResultStore, plan: ReproducePlan, job: tuple) -> dict | None:
     arm, name, seed = job
     if arm != "chain":
         return store.load(plan.budget_label, arm, name, f"seed-{seed}")
-    rows = [store.load(plan.budget_label, "finetuned", task, f"seed-{seed}") for task in plan_tasks(plan)]
+    rows = [store.load(plan.budget_label, "finetuned", task_name(entry), f"seed-{seed}") for entry in plan.tasks]
     return rows[-1] if all(rows) else None
-
-
-def plan_tasks(plan: ReproducePlan) -> list[str]:
-    return [entry if isinstance(entry, str) else entry["name"] for entry in plan.tasks]
 
 
 def estimate(plan: ReproducePlan, entries: dict, store: ResultStore, workers: int) -> list[str]:
     """The estimate's lines: per candidate budget, its tokens by arm and what is left; then the hours left at the
-    rate (tokens per second per worker) of the finished single-task and control jobs, if any."""
+    rate (tokens per second per worker, as those jobs ran: see their `threads` and `side_by_side`) of the finished
+    single-task and control jobs, if any. A seed whose stage 2 is done but not all its stage 3 counts as left."""
     tokens = task_tokens(plan, entries)
     lines = [f"training tokens per epoch: {', '.join(f'{name} {count:,}' for name, count in tokens.items())}"]
     measured, seconds, left = 0, 0.0, {}

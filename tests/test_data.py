@@ -190,3 +190,23 @@ def test_a_file_system_without_locks_still_caches(tiny_model_dir, task_files, tm
     with caplog.at_level("WARNING", logger="mtdnn.token_cache"):
         data = load_task_data(TaskSpec.from_dict(task_files["single"]), "train", tokenizer, settings)
     assert len(data) == 64 and "without a lock (" in caplog.text and len(entries(tmp_path)) == 1
+
+
+def test_publishing_keeps_a_complete_entry_and_replaces_an_incomplete_one(tmp_path):
+    from mtdnn.token_cache import DONE, _publish
+
+    def staged(name: str, marker: str):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "input_ids.npy").write_text(marker)
+        (directory / DONE).write_text("{}")
+        return directory
+
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    (entry / "input_ids.npy").write_text("half")  # no DONE: a build that never finished
+    _publish(staged(".a", "first"), entry)
+    assert (entry / "input_ids.npy").read_text() == "first"
+    _publish(staged(".b", "second"), entry)  # complete already (another process published first): kept
+    assert (entry / "input_ids.npy").read_text() == "first"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".b", "entry"]  # `_build` removes its own staging
