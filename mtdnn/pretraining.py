@@ -119,14 +119,13 @@ def load_data(config: PretrainConfig, tokenizer) -> tuple[MaskedText, list[dict]
     return train_data, eval_data.fixed_batches(config.train.eval_batch_size, config.train.seed), len(held_out)
 
 
-def masked_token_weight(labels: torch.Tensor, counted: bool, accelerator: Accelerator) -> float:
-    """The weight of this process's mean loss (over its masked tokens) that makes the processes' average gradient
-    the whole batch's mean over every masked token, as one process would compute it: masked tokens here x
-    processes / masked tokens in the batch. Each process masks its own share, so the counts differ even where the
-    examples are shared evenly. `counted`: False for a process with no example of the batch (weight 0)."""
-    masked = (labels != -100).sum().float().reshape(1) if counted else torch.zeros(1, device=labels.device)
-    total = accelerator.reduce(masked.clone(), reduction="sum")
-    return float(masked * accelerator.num_processes / total) if total > 0 else 0.0
+def masked_token_weight(masked: int, accelerator: Accelerator) -> float:
+    """The weight of this process's mean loss (over its `masked` tokens; 0 for a process with no example of the
+    batch) that makes the processes' average gradient the whole batch's mean over every masked token, as one
+    process would compute it: masked tokens here x processes / masked tokens in the batch. Each process masks its
+    own share, so the counts differ even where the examples are shared evenly."""
+    total = int(accelerator.reduce(torch.tensor([masked], device=accelerator.device), reduction="sum").item())
+    return masked * accelerator.num_processes / total if total else 0.0
 
 
 def epoch_batches(data: MaskedText, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -206,10 +205,11 @@ class MaskedLMStage:
         torch.manual_seed(batch_seed(self.settings.seed, epoch, index * accelerator.num_processes
                                      + accelerator.process_index))
         inputs = {key: value.to(accelerator.device) for key, value in self.train_data.collate(indices).items()}
+        masked = int((inputs["labels"] != -100).sum()) if weight > 0 else 0
         if accelerator.num_processes > 1:
-            weight = masked_token_weight(inputs["labels"], weight > 0, accelerator)
+            weight = masked_token_weight(masked, accelerator)
         output = self.model(**inputs)
-        if not (inputs["labels"] != -100).any():
+        if not masked:
             # transformers' mean over no token is NaN: this share adds no gradient (its loss is logged as 0; where no
             # process has a masked token the update still decays the weights and advances the schedule)
             return StepLoss(output.logits.sum() * 0.0, 0.0, len(batch), {})

@@ -14,6 +14,12 @@ import yaml
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
+def _launch(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", *arguments],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
 @pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
 def test_two_processes_share_the_schedule_and_gather_metrics_exactly(tiny_model_dir, task_files, tmp_path):
     config = {"model": {"name_or_path": str(tiny_model_dir)}, "tasks": [task_files["single"], task_files["score"]],
@@ -156,10 +162,7 @@ def test_the_toolbox_trains_in_two_processes(tiny_model_dir, task_files, tmp_pat
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "MTDNN_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", "train", str(path),
-                             "--set", f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, env=env,
-                            timeout=600)
+    result = _launch(["train", str(path), "--set", f"output_dir={tmp_path / 'out'}"], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["step"] == 24  # 64 examples per task, global batch 2 x 4: 3 x 8 updates
     logged = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()][-1]
@@ -169,12 +172,6 @@ def test_the_toolbox_trains_in_two_processes(tiny_model_dir, task_files, tmp_pat
     for task, metrics in json.loads(evaluated.stdout).items():
         for name, value in metrics.items():
             assert value == pytest.approx(logged["metrics"][task][name], abs=1e-6), (task, name)
-
-
-def _launch(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mtdnn", *arguments],
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.mark.skipif(not ACCELERATE.exists() and not shutil.which("accelerate"), reason="accelerate CLI not installed")
